@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Installs what the project needs on the host and starts the Docker engine if none runs.
+# Made for a fresh Debian 12 machine, as root; installs only what is missing, so a second
+# run takes a second.
+set -euo pipefail
+
+die() { echo "host-setup: $*" >&2; exit 1; }
+
+need=()
+command -v dockerd >/dev/null || need+=(docker.io)
+command -v debootstrap >/dev/null || need+=(debootstrap)
+command -v git >/dev/null || need+=(git)
+command -v ssh >/dev/null || need+=(openssh-client)
+command -v flock >/dev/null || need+=(util-linux)
+# The app's tests start a real redis-server of their own on 127.0.0.1.
+command -v redis-server >/dev/null || need+=(redis-server)
+python3 -c 'import ensurepip, venv' 2>/dev/null || need+=(python3-venv)
+
+if ((${#need[@]})); then
+  [ "$(id -u)" = 0 ] || die "missing ${need[*]}; run as root (or install them) first"
+  echo "host-setup: installing ${need[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq || die "apt-get update failed: is a Debian mirror reachable?"
+  apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null \
+    || die "apt-get install ${need[*]} failed"
+  # The tests run their own Redis; the packaged one need not run on this machine.
+  if [[ " ${need[*]} " == *" redis-server "* ]] && [ -d /run/systemd/system ]; then
+    systemctl disable --now redis-server >/dev/null 2>&1 || true
+  fi
+fi
+
+if ! docker info >/dev/null 2>&1; then
+  log=/var/log/webstack-dockerd.log
+  if [ -d /run/systemd/system ]; then
+    echo "host-setup: starting the Docker engine (systemctl start docker)"
+    systemctl start docker || die "systemctl start docker failed; see: journalctl -u docker"
+  else
+    echo "host-setup: starting the Docker engine (dockerd, log: $log)"
+    setsid nohup dockerd >"$log" 2>&1 < /dev/null &
+  fi
+  for _ in $(seq 60); do
+    docker info >/dev/null 2>&1 && break
+    sleep 0.5
+  done
+  if ! docker info >/dev/null 2>&1; then
+    [ -f "$log" ] && tail -n 15 "$log" >&2
+    die "the Docker engine did not start within 30 s (see above, or $log)"
+  fi
+fi
