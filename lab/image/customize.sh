@@ -40,5 +40,8 @@ install -d -m 700 /root/.ssh
 : > /etc/machine-id
 rm -f /var/lib/dbus/machine-id /etc/hostname
 
+# No package lists, and dated as never updated, so the first `apt update` (or Ansible's
+# cache_valid_time) fetches fresh ones, as on a machine that was just installed.
 apt-get clean
-rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /tmp/* /var/tmp/*
+rm -rf /var/lib/apt/lists/* /var/lib/apt/periodic/* /var/cache/apt/*.bin /tmp/* /var/tmp/*
+touch -d @0 /var/lib/apt/lists

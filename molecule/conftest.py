@@ -1,0 +1,56 @@
+"""Fixtures shared by every scenario's testinfra tests."""
+
+import time
+from collections.abc import Callable
+
+import pytest
+import testinfra
+from testinfra.host import Host
+
+# Tries a TCP connection from the machine it runs on and prints the outcome as an errno:
+# 0 connected, 111 refused (the port is reachable, nothing listens), 11 timed out after 2 s
+# (dropped on the way, as a firewall does).
+TCP_PROBE = (
+    "python3 -c 'import socket,sys; s=socket.socket(); s.settimeout(2);"
+    " print(s.connect_ex((sys.argv[1], int(sys.argv[2]))))' {address} {port}"
+)
+CONNECTED, REFUSED, TIMED_OUT = "0", "111", "11"
+
+
+@pytest.fixture(scope="session")
+def machine(request: pytest.FixtureRequest) -> Callable[[str], Host]:
+    """machine("app1") is the scenario's machine of that inventory name."""
+    inventory = request.config.option.ansible_inventory
+    cache: dict[str, Host] = {}
+
+    def get(name: str) -> Host:
+        if name not in cache:
+            cache[name] = testinfra.get_host(f"ansible://{name}", ansible_inventory=inventory)
+        return cache[name]
+
+    return get
+
+
+def tcp_probe(source: Host, address: str, port: int) -> str:
+    """The outcome of a TCP connection from `source` to address:port (see TCP_PROBE)."""
+    return source.run(TCP_PROBE.format(address=address, port=port)).stdout.strip()
+
+
+def tcp_connects(source: Host, address: str, port: int) -> bool:
+    """Whether `source` can open a TCP connection to address:port."""
+    return tcp_probe(source, address, port) == CONNECTED
+
+
+def journal(host: Host, unit: str, lines: int = 30) -> str:
+    """The last lines of a unit's journal, for failure messages."""
+    return host.run(f"journalctl -u {unit} --no-pager -n {lines}").stdout
+
+
+def wait_until(condition: Callable[[], bool], timeout: float, step: float = 0.2) -> float | None:
+    """Polls `condition` until it holds; returns the seconds it took, or None after `timeout`."""
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        if condition():
+            return time.monotonic() - start
+        time.sleep(step)
+    return None
