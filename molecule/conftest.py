@@ -1,7 +1,11 @@
 """Fixtures shared by every scenario's testinfra tests."""
 
+import json
+import subprocess
 import time
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import pytest
 import testinfra
@@ -17,15 +21,46 @@ TCP_PROBE = (
 CONNECTED, REFUSED, TIMED_OUT = "0", "111", "11"
 
 
+def _plain(value: Any) -> Any:
+    """A value of `ansible-inventory --list` without its "unsafe" wrapping."""
+    if isinstance(value, dict) and set(value) == {"__ansible_unsafe"}:
+        return value["__ansible_unsafe"]
+    return value
+
+
 @pytest.fixture(scope="session")
-def machine(request: pytest.FixtureRequest) -> Callable[[str], Host]:
+def connection_inventory(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """The scenario's inventory reduced to how each machine is reached, as plain values.
+
+    testinfra reads `ansible-inventory --list` but templates nothing, and values an inventory
+    plugin computes (the lab's addresses) come wrapped as "unsafe": this is what it can read.
+    """
+    listing = json.loads(
+        subprocess.check_output(
+            ["ansible-inventory", "--list", "-i", request.config.option.ansible_inventory]
+        )
+    )
+    hosts = {
+        name: {key: _plain(value) for key, value in hostvars.items() if key.startswith("ansible_")}
+        for name, hostvars in listing["_meta"]["hostvars"].items()
+    }
+    path = tmp_path_factory.mktemp("inventory") / "machines.json"
+    path.write_text(json.dumps({"all": {"hosts": hosts}}))
+    return path
+
+
+@pytest.fixture(scope="session")
+def machine(connection_inventory: Path) -> Callable[[str], Host]:
     """machine("app1") is the scenario's machine of that inventory name."""
-    inventory = request.config.option.ansible_inventory
     cache: dict[str, Host] = {}
 
     def get(name: str) -> Host:
         if name not in cache:
-            cache[name] = testinfra.get_host(f"ansible://{name}", ansible_inventory=inventory)
+            cache[name] = testinfra.get_host(
+                f"ansible://{name}", ansible_inventory=str(connection_inventory)
+            )
         return cache[name]
 
     return get
