@@ -1,0 +1,148 @@
+"""What the Redis tests share: the scenario's machines, redis-cli on them, bounded waits."""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import testinfra
+
+# The cross-role contract (README of the role): ports, Sentinel's name for the primary, keys.
+REDIS_PORT = 6379
+SENTINEL_PORT = 26379
+MASTER_NAME = "webstack"
+KEY_PREFIX = "webstack:"
+
+
+@dataclass
+class Machine:
+    """One Redis machine of the scenario, reached over SSH like the converge reaches it."""
+
+    name: str
+    address: str
+    host: testinfra.host.Host
+    secrets: dict[str, str]
+
+    def cli(self, port: int, password: str, args: tuple[str, ...], at: str, user: str = "") -> str:
+        """redis-cli against port at address `at`; the password goes in the environment."""
+        argv = ["redis-cli", "--no-auth-warning", "-h", at, "-p", str(port)]
+        if user:
+            argv += ["--user", user]
+        argv += list(args)
+        prefix = f"env REDISCLI_AUTH={shlex.quote(password)} " if password else ""
+        result = self.host.run(prefix + shlex.join(argv))
+        return (result.stdout + result.stderr).strip()
+
+    def redis(self, *args: str, user: str = "admin", at: str = "127.0.0.1") -> str:
+        """Runs a Redis command here as the admin, the app user or nobody ("none")."""
+        password = {
+            "admin": self.secrets["redis_password"],
+            "app": self.secrets["redis_app_password"],
+            "none": "",
+        }[user]
+        name = self.secrets["redis_app_user"] if user == "app" else ""
+        return self.cli(REDIS_PORT, password, args, at, name)
+
+    def sentinel(self, *args: str, password: str | None = None, at: str = "127.0.0.1") -> str:
+        """Runs a Sentinel command on this machine's Sentinel."""
+        secret = self.secrets["redis_sentinel_password"] if password is None else password
+        return self.cli(SENTINEL_PORT, secret, args, at)
+
+    def role(self) -> list[str]:
+        return self.redis("ROLE").splitlines()
+
+    def journal(self, *units: str) -> str:
+        names = " ".join(f"-u {shlex.quote(unit)}" for unit in units)
+        return self.host.run(f"journalctl --no-pager -n 40 {names}").stdout
+
+
+@dataclass
+class Cluster:
+    """The three machines, and what their Sentinels say."""
+
+    machines: dict[str, Machine]
+
+    def by_address(self, address: str) -> Machine:
+        return next(m for m in self.machines.values() if m.address == address)
+
+    def sentinel_views(self) -> dict[str, str]:
+        """Machine name -> the primary's address as that machine's Sentinel names it."""
+        views = {}
+        for machine in self.machines.values():
+            answer = machine.sentinel("SENTINEL", "GET-MASTER-ADDR-BY-NAME", MASTER_NAME)
+            views[machine.name] = answer.splitlines()[0] if answer else ""
+        return views
+
+    def primary(self) -> Machine:
+        """The machine every Sentinel names as primary (fails when they disagree)."""
+        views = self.sentinel_views()
+        assert len(set(views.values())) == 1, f"the Sentinels disagree on the primary: {views}"
+        return self.by_address(next(iter(views.values())))
+
+    def replicas(self) -> list[Machine]:
+        primary = self.primary()
+        return [m for m in self.machines.values() if m.name != primary.name]
+
+
+def wait_until(what: str, check: Callable[[], object], timeout: float, every: float = 0.5):
+    """Calls check until it returns something true, at most timeout seconds; returns that."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"gave up after {timeout:.0f} s waiting until {what}")
+        time.sleep(every)
+
+
+def play_recap(output: str) -> dict[str, dict[str, int]]:
+    """Machine name -> counters (ok, changed, failed, ...) from an ansible-playbook recap."""
+    recap = {}
+    plain = re.sub(r"\x1b\[[0-9;]*m", "", output)
+    for name, counters in re.findall(r"^\s*(\S+)\s*:\s*(ok=\d+.*)$", plain, re.MULTILINE):
+        recap[name] = {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", counters)}
+    return recap
+
+
+def run_converge(pytestconfig: pytest.Config, *extra: str) -> subprocess.CompletedProcess:
+    """Runs the scenario's converge playbook as molecule does, with the same settings."""
+    scenario = Path(os.environ["MOLECULE_SCENARIO_DIRECTORY"])
+    playbook = str(Path(sys.executable).parent / "ansible-playbook")
+    argv = [playbook, "--inventory", pytestconfig.getoption("ansible_inventory")]
+    argv += [*extra, str(scenario / "converge.yml")]
+    return subprocess.run(
+        argv,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+        cwd=os.environ.get("MOLECULE_PROJECT_DIRECTORY"),
+        env={**os.environ, "ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0"},
+    )
+
+
+@pytest.fixture(scope="session")
+def cluster(pytestconfig: pytest.Config) -> Cluster:
+    inventory = pytestconfig.getoption("ansible_inventory")
+    hosts = testinfra.get_hosts(["ansible://redis"], ansible_inventory=inventory)
+    machines = {}
+    for host in hosts:
+        variables = host.ansible.get_variables()
+        name = variables["inventory_hostname"]
+        secrets = {
+            key: variables[key]
+            for key in ("redis_password", "redis_app_password", "redis_sentinel_password")
+        }
+        secrets["redis_app_user"] = variables.get("redis_app_user", "webstack")
+        machines[name] = Machine(name, variables["ansible_host"], host, secrets)
+    assert len(machines) == 3, f"expected the three machines of group redis, got {sorted(machines)}"
+    return Cluster(machines)

@@ -1,0 +1,209 @@
+"""The three machines together, the way an operator checks a session store.
+
+The tests run in this order: replication and authentication first, then a restart of the
+primary (AOF), then the failover drill and a converge after it. Every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import pytest
+from conftest import KEY_PREFIX, MASTER_NAME, Cluster, Machine, play_recap, run_converge, wait_until
+
+PROMOTION_TIMEOUT = 60  # seconds for the Sentinels to promote a replica
+REJOIN_TIMEOUT = 60  # seconds for the old primary to come back as a replica
+WRITE_TIMEOUT = 30  # seconds for a new primary to take writes (it needs one replica in sync)
+
+
+def _in_sync(replica: Machine, primary: Machine) -> bool:
+    info = replica.redis("INFO", "replication")
+    return f"master_host:{primary.address}" in info and "master_link_status:up" in info
+
+
+def test_one_primary_and_its_replicas_in_sync(cluster: Cluster) -> None:
+    primary = cluster.primary()
+    assert primary.role()[0] == "master"
+    for replica in cluster.replicas():
+        assert replica.role()[0] == "slave", replica.name
+        wait_until(f"{replica.name} is in sync", lambda r=replica: _in_sync(r, primary), 30)
+    for machine in cluster.machines.values():
+        answer = machine.sentinel("SENTINEL", "CKQUORUM", MASTER_NAME)
+        assert answer.startswith("OK 3 usable Sentinels"), (machine.name, answer)
+
+
+def test_authentication_is_required(cluster: Cluster) -> None:
+    primary = cluster.primary()
+    other = cluster.replicas()[0]
+    # From another machine, over the private network, as a client would come.
+    assert other.redis("PING", user="none", at=primary.address).startswith("NOAUTH")
+    assert other.redis("GET", f"{KEY_PREFIX}x", user="none", at=primary.address).startswith(
+        "NOAUTH"
+    )
+    wrong = other.cli(6379, "not-the-password-at-all", ("PING",), primary.address)
+    assert "WRONGPASS" in wrong
+    assert other.sentinel("SENTINEL", "MASTERS", password="", at=primary.address).startswith(
+        "NOAUTH"
+    )
+    assert other.sentinel("PING", at=primary.address) == "PONG"
+
+
+def test_app_user_keeps_sessions_and_nothing_more(cluster: Cluster) -> None:
+    primary = cluster.primary()
+    key = f"{KEY_PREFIX}session:acl-test"
+    assert primary.redis("SET", key, '{"visits": 1}', "EX", "600", user="app") == "OK"
+    assert primary.redis("GETEX", key, "EX", "900", user="app") == '{"visits": 1}'
+    assert primary.redis("PING", user="app") == "PONG"
+    refused = {
+        "CONFIG GET": ("CONFIG", "GET", "maxmemory"),
+        "CONFIG SET": ("CONFIG", "SET", "maxmemory", "1mb"),
+        "FLUSHALL": ("FLUSHALL",),
+        "FLUSHDB": ("FLUSHDB",),
+        "KEYS": ("KEYS", "*"),
+        "SHUTDOWN": ("SHUTDOWN",),
+        "a key outside the namespace": ("SET", "elsewhere", "1"),
+    }
+    for what, command in refused.items():
+        assert primary.redis(*command, user="app").startswith("NOPERM"), what
+    assert primary.redis("GET", key, user="app") == '{"visits": 1}'
+
+
+def test_key_written_on_the_primary_is_read_on_every_replica(cluster: Cluster) -> None:
+    primary = cluster.primary()
+    key = f"{KEY_PREFIX}session:replicated"
+    assert primary.redis("SET", key, "from-the-primary", user="app") == "OK"
+    for replica in cluster.replicas():
+        wait_until(
+            f"{replica.name} has the key",
+            lambda r=replica: r.redis("GET", key, user="app") == "from-the-primary",
+            10,
+        )
+        assert replica.redis("SET", key, "on-a-replica", user="app").startswith("READONLY")
+
+
+def test_data_survives_a_restart_of_the_primary(cluster: Cluster) -> None:
+    primary = cluster.primary()
+    key = f"{KEY_PREFIX}session:persistent"
+    assert primary.redis("SET", key, "kept-on-disk", user="app") == "OK"
+    assert "aof_enabled:1" in primary.redis("INFO", "persistence")
+
+    primary.host.check_output("systemctl restart redis-server")
+    wait_until("Redis answers after the restart", lambda: primary.redis("PING") == "PONG", 30)
+
+    # Still the primary, so the key came from its own append-only file, not from a replica.
+    assert cluster.primary().name == primary.name
+    assert primary.role()[0] == "master", primary.journal("redis-server")
+    assert primary.redis("GET", key, user="app") == "kept-on-disk"
+    for replica in cluster.replicas():
+        wait_until(f"{replica.name} is in sync again", lambda r=replica: _in_sync(r, primary), 30)
+
+
+@dataclass
+class Drill:
+    """What the failover drill did and measured."""
+
+    old: Machine
+    new: Machine
+    keys: dict[str, str]
+    promoted_after: float
+    writable_after: float
+    rejoined_after: float
+
+
+@pytest.fixture(scope="module")
+def drill(pytestconfig: pytest.Config, cluster: Cluster) -> Drill:
+    """Stops the primary's Redis, waits for a promotion, starts the old primary again."""
+    old = cluster.primary()
+    for replica in cluster.replicas():
+        wait_until(f"{replica.name} is in sync", lambda r=replica: _in_sync(r, old), 30)
+    keys = {f"{KEY_PREFIX}session:before-failover-{n}": f"value-{n}" for n in range(20)}
+    for key, value in keys.items():
+        wait_until(
+            f"{old.name} takes writes",
+            lambda k=key, v=value: old.redis("SET", k, v, user="app") == "OK",
+            WRITE_TIMEOUT,
+        )
+    # Both replicas hold every key before the crash (replication is asynchronous).
+    assert old.redis("WAIT", "2", "5000", user="app") == "2"
+
+    old.host.check_output("systemctl stop redis-server")
+    stopped = time.monotonic()
+
+    def promoted() -> Machine | None:
+        views = set(cluster.sentinel_views().values())
+        if len(views) == 1 and (address := views.pop()) != old.address:
+            candidate = cluster.by_address(address)
+            if candidate.role()[0] == "master":
+                return candidate
+        return None
+
+    new = wait_until("the Sentinels promote a replica", promoted, PROMOTION_TIMEOUT)
+    promoted_after = time.monotonic() - stopped
+
+    key = f"{KEY_PREFIX}session:after-failover"
+    wait_until(
+        f"{new.name} takes writes",
+        lambda: new.redis("SET", key, "written-on-the-new-primary", user="app") == "OK",
+        WRITE_TIMEOUT,
+    )
+    writable_after = time.monotonic() - stopped
+    keys[key] = "written-on-the-new-primary"
+
+    old.host.check_output("systemctl start redis-server")
+    started = time.monotonic()
+    wait_until(
+        f"{old.name} comes back as a replica of {new.name}",
+        lambda: _in_sync(old, new) and old.redis("GET", key) == keys[key],
+        REJOIN_TIMEOUT,
+    )
+    rejoined_after = time.monotonic() - started
+    # Shown in the test run's output whatever the capture settings: the numbers are results.
+    capture = pytestconfig.pluginmanager.get_plugin("capturemanager")
+    with capture.global_and_fixture_disabled():
+        print(
+            f"\nfailover drill: {old.name} stopped; {new.name} promoted after "
+            f"{promoted_after:.1f} s and taking writes after {writable_after:.1f} s; {old.name} "
+            f"back as its replica {rejoined_after:.1f} s after its restart"
+        )
+    return Drill(old, new, keys, promoted_after, writable_after, rejoined_after)
+
+
+def test_failover_promotes_a_replica_in_bounded_time(drill: Drill) -> None:
+    assert drill.new.name != drill.old.name
+    assert drill.promoted_after < PROMOTION_TIMEOUT
+
+
+def test_new_primary_has_every_key_written_before(drill: Drill) -> None:
+    for key, value in drill.keys.items():
+        assert drill.new.redis("GET", key, user="app") == value, key
+
+
+def test_old_primary_is_now_a_replica_of_the_new_one(cluster: Cluster, drill: Drill) -> None:
+    assert cluster.primary().name == drill.new.name
+    role = drill.old.role()
+    assert role[:3] == ["slave", drill.new.address, "6379"], role
+
+
+def test_redis_recorded_the_new_roles_in_its_own_config(drill: Drill) -> None:
+    # Sentinel had each Redis rewrite its config file (CONFIG REWRITE), so a restart keeps the
+    # new roles: the hardened unit lets Redis write that file, in its data directory.
+    new_config = drill.new.host.file("/var/lib/redis/redis.conf").content_string
+    old_config = drill.old.host.file("/var/lib/redis/redis.conf").content_string
+    assert "\nreplicaof " not in new_config
+    assert f"\nreplicaof {drill.new.address} 6379\n" in old_config
+
+
+def test_converge_after_the_failover_changes_nothing(
+    pytestconfig: pytest.Config, cluster: Cluster, drill: Drill
+) -> None:
+    played = run_converge(pytestconfig)
+    output = played.stdout + played.stderr
+    assert played.returncode == 0, output[-4000:]
+    recap = play_recap(played.stdout)
+    assert set(recap) == set(cluster.machines), output[-4000:]
+    changed = {name: counters["changed"] for name, counters in recap.items()}
+    assert changed == dict.fromkeys(cluster.machines, 0), output[-4000:]
+    # The converge left the promotion alone.
+    assert cluster.primary().name == drill.new.name
+    assert drill.old.role()[:2] == ["slave", drill.new.address]

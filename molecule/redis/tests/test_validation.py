@@ -1,0 +1,36 @@
+"""A bad value stops the role before it changes anything, with a message that says what to fix."""
+
+import json
+
+import pytest
+from conftest import play_recap, run_converge
+
+CASES = {
+    "no password": ({"redis_app_password": None}, "redis_app_password is missing or too weak"),
+    "a short password": ({"redis_password": "short"}, "redis_password is missing or too weak"),
+    "an unknown eviction policy": (
+        {"redis_maxmemory_policy": "evict-everything"},
+        "value of redis_maxmemory_policy must be one of",
+    ),
+    "a primary outside the group": (
+        {"redis_primary": "app1"},
+        "redis_primary is 'app1', which is not a machine of group 'redis'",
+    ),
+    "a quorum above the number of Sentinels": (
+        {"redis_sentinel_quorum": 4},
+        "redis_sentinel_quorum (4) between 2 and the number of Sentinels (3)",
+    ),
+}
+
+
+@pytest.mark.parametrize("bad_value, message", CASES.values(), ids=CASES.keys())
+def test_bad_value_fails_before_any_change(
+    pytestconfig: pytest.Config, bad_value: dict, message: str
+) -> None:
+    played = run_converge(pytestconfig, "--limit", "redis1", "--extra-vars", json.dumps(bad_value))
+    output = " ".join((played.stdout + played.stderr).split()).replace("''", "'")
+    assert played.returncode != 0, output[-3000:]
+    assert message in output, output[-3000:]
+    recap = play_recap(played.stdout)
+    assert recap["redis1"]["changed"] == 0
+    assert recap["redis1"]["failed"] == 1
