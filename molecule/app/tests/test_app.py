@@ -1,0 +1,201 @@
+"""The app tier as an operator sees it: a hardened service, on the private address only, ready,
+keeping sessions in Redis; and a deploy and a rollback that no looping client noticed."""
+
+import json
+import re
+import shlex
+from collections.abc import Callable
+
+import pytest
+from conftest import journal, tcp_connects
+from testinfra.host import Host
+
+testinfra_hosts = ["app1"]
+
+SERVICE = "webstack-app.service"
+SOCKET = "webstack-app.socket"
+USER = "webstack-app"
+BASE = "/opt/webstack-app"
+ADDRESS, PORT = "10.78.3.11", 8000
+URL = f"http://{ADDRESS}:{PORT}"
+# The highest `systemd-analyze security` exposure the README may claim ("OK" is below 5).
+MAX_EXPOSURE = 2.5
+
+
+@pytest.fixture(scope="module")
+def client(machine: Callable[[str], Host]) -> Host:
+    """lb1, where a balancer would be: the app's clients come from there."""
+    return machine("lb1")
+
+
+def curl(client: Host, *args: str) -> tuple[int, dict[str, str], str]:
+    """Status, headers (lower-case names) and body of one request made on `client`."""
+    command = "curl -sS --max-time 10 -D /dev/stderr " + " ".join(shlex.quote(a) for a in args)
+    result = client.run(command)
+    assert result.rc == 0, f"curl {' '.join(args)} failed: {result.stderr}"
+    blocks = [b for b in result.stderr.replace("\r", "").split("\n\n") if b.strip()]
+    lines = blocks[-1].splitlines()
+    status = int(lines[0].split()[1])
+    headers = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    return status, headers, result.stdout
+
+
+def main_pid(host: Host) -> int:
+    return int(host.run(f"systemctl show --property=MainPID --value {SERVICE}").stdout)
+
+
+def worker_pids(host: Host) -> list[str]:
+    """The master and its workers."""
+    pid = main_pid(host)
+    return host.run(f"ps -o pid= --pid {pid} --ppid {pid}").stdout.split()
+
+
+def current_release(host: Host) -> str:
+    return host.file(f"{BASE}/current").linked_to.rsplit("/", 1)[-1]
+
+
+def test_socket_and_service_are_active_and_enabled(host: Host) -> None:
+    for unit in (SOCKET, SERVICE):
+        service = host.service(unit)
+        assert service.is_running or host.run(f"systemctl is-active {unit}").rc == 0, journal(
+            host, unit
+        )
+        assert service.is_enabled, f"{unit} is not enabled"
+
+
+def test_service_runs_as_its_user_without_login_shell(host: Host) -> None:
+    pid = main_pid(host)
+    assert pid > 0, journal(host, SERVICE)
+    users = host.run(f"ps -o user= --pid {pid} --ppid {pid}").stdout.split()
+    assert len(users) >= 2, f"no workers under the master {pid}:\n{journal(host, SERVICE)}"
+    assert set(users) == {USER}, f"processes run as {set(users)}"
+    user = host.user(USER)
+    assert user.shell == "/usr/sbin/nologin"
+    assert user.group == USER
+
+
+def test_listens_only_on_the_private_address(host: Host, client: Host) -> None:
+    listening = host.run(f"ss -Hltn 'sport = :{PORT}'").stdout.split("\n")
+    addresses = {line.split()[3] for line in listening if line.strip()}
+    assert addresses == {f"{ADDRESS}:{PORT}"}, f"port {PORT} is open on {addresses}"
+    assert tcp_connects(client, ADDRESS, PORT)
+    assert not tcp_connects(host, "127.0.0.1", PORT)
+
+
+def test_readyz_answers_200_from_this_machine(client: Host) -> None:
+    status, headers, body = curl(client, f"{URL}/readyz")
+    assert status == 200, body
+    assert json.loads(body) == {"status": "ok", "redis": "ok"}
+    assert headers.get("x-served-by") == "app1"
+
+
+def test_a_session_survives_between_requests(client: Host) -> None:
+    jar = "/tmp/app-test-cookies.txt"
+    client.run(f"rm -f {jar}")
+    cookies = ["-b", jar, "-c", jar]
+    json_body = ["-H", "Content-Type: application/json", "-d", '{"note": "first"}']
+    status, _, body = curl(client, *cookies, *json_body, f"{URL}/api/session/notes")
+    assert status == 201, body
+    status, _, body = curl(client, *cookies, f"{URL}/api/session")
+    assert status == 200, body
+    session = json.loads(body)
+    assert session["notes"] == ["first"], body
+    assert session["served_by"] == "app1"
+    status, _, body = curl(client, *cookies, "-X", "DELETE", f"{URL}/api/session")
+    assert status == 200, body
+    status, _, body = curl(client, *cookies, f"{URL}/api/session")
+    assert json.loads(body)["notes"] == [], body
+
+
+def test_settings_are_readable_by_the_service_only(host: Host) -> None:
+    env = host.file("/etc/webstack-app/app.env")
+    assert (env.user, env.group, env.mode) == ("root", USER, 0o640)
+    assert "WEBSTACK_REDIS_ADDRESS='10.78.3.12:6379'" in env.content_string
+    readable = host.run(f"su -s /bin/sh nobody -c 'cat {env.path}'")
+    assert readable.rc != 0
+
+
+def test_gunicorn_runs_gevent_trusting_the_balancers_only(host: Host) -> None:
+    conf = host.file("/etc/webstack-app/gunicorn.conf.py").content_string
+    assert 'worker_class = "gevent"' in conf
+    assert 'forwarded_allow_ips = "10.78.3.13"' in conf
+
+
+def open_files_limit(host: Host, pid: int | str) -> int:
+    """The soft open-files limit of a process."""
+    limits = host.file(f"/proc/{pid}/limits").content_string
+    found = re.search(r"Max open files\s+(\d+)\s+(\d+)", limits)
+    assert found, limits
+    return int(found.group(1))
+
+
+def test_open_files_limit_fits_c10k(host: Host) -> None:
+    # LimitNOFILE=65536; a container cannot give more than its own limit (PID 1's).
+    expected = min(65536, open_files_limit(host, 1))
+    got = [open_files_limit(host, pid) for pid in worker_pids(host)]
+    assert got and set(got) == {expected}, f"workers may open {got} files, not {expected}"
+    assert expected >= 10000 + 1024, "too few files for 10k connections per worker"
+
+
+def test_code_belongs_to_root(host: Host) -> None:
+    release = host.file(f"{BASE}/current").linked_to
+    assert host.file(release).user == "root"
+    writable = host.run(f"su -s /bin/sh {USER} -c 'touch {release}/probe'")
+    assert writable.rc != 0
+
+
+def test_systemd_rates_the_service_hardened(host: Host) -> None:
+    report = host.run(f"systemd-analyze security {SERVICE} --no-pager").stdout
+    found = re.search(r"Overall exposure level for \S+: ([0-9.]+)", report)
+    assert found, report
+    assert float(found.group(1)) <= MAX_EXPOSURE, report
+
+
+def switch_report(client: Host, phase: str) -> dict:
+    report = client.file(f"/var/tmp/app-switch-{phase}.json")
+    assert report.exists, f"no report of the {phase}: run side_effect first"
+    return json.loads(report.content_string)
+
+
+def check_no_request_failed(report: dict) -> None:
+    seen = report["client"]
+    assert seen["failed"] == 0, f"{seen['failed']} requests failed: {seen['errors']}"
+    assert seen["ok"] >= 50, f"only {seen['ok']} requests: the client hardly ran"
+    assert not seen["stopped_by_deadline"], "the client ran until its deadline"
+    # The service really restarted, and did so while the client was looping.
+    assert report["before"]["MainPID"] != report["after"]["MainPID"]
+    restarted = float(report["after"]["ExecMainStartTimestamp"].lstrip("@"))
+    assert seen["first_request"] < restarted < seen["last_request"], report
+
+
+def test_deploy_of_a_second_release_fails_no_request(client: Host) -> None:
+    report = switch_report(client, "deploy")
+    first = report["release_before"]
+    assert report["release_after"] == f"{first}.post1"
+    check_no_request_failed(report)
+
+
+def test_rollback_fails_no_request_and_runs_the_first_release(host: Host, client: Host) -> None:
+    report = switch_report(client, "rollback")
+    assert report["release_before"] == f"{report['release_after']}.post1"
+    check_no_request_failed(report)
+    assert current_release(host) == report["release_after"]
+    command = host.file(f"/proc/{main_pid(host)}/cmdline").content_string.replace("\0", " ")
+    assert f"/releases/{report['release_after']}/bin/python" in command, command
+
+
+def test_both_releases_are_kept(host: Host, client: Host) -> None:
+    first = switch_report(client, "rollback")["release_after"]
+    releases = sorted(host.run(f"ls {BASE}/releases").stdout.split())
+    assert releases == sorted([first, f"{first}.post1"])
+    for release in releases:
+        assert host.file(f"{BASE}/releases/{release}/release.json").exists
+
+
+def test_rollback_to_an_unknown_release_is_refused_clearly(client: Host, host: Host) -> None:
+    refusal = host.file("/var/tmp/app-rollback-refused.txt")
+    assert refusal.exists, "the rollback to an unknown release was not refused"
+    assert "is not kept on app1" in refusal.content_string
