@@ -1,10 +1,288 @@
-"""The whole topology, checked from a client machine on the lab network."""
+"""The whole topology, checked the way a user and an operator see it: requests from the
+lab's client machine through the balancers' virtual IP, while machines and services die.
 
-from collections.abc import Callable
+Every drill is bounded in time and restores what it broke, so the next one starts whole.
+The figures (gaps, failed requests) are printed: run with -s (molecule.yml does)."""
 
+import ipaddress
+import json
+import os
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import TIMED_OUT, tcp_probe, wait_until
 from testinfra.host import Host
 
+ROOT = Path(__file__).resolve().parents[3]
+LAB = os.environ.get("LAB_NAME", "molecule-topology")
+SUBNET = ipaddress.ip_network(os.environ.get("LAB_SUBNET", "10.79.0.0/24"))
+VIP = str(SUBNET[100])
+ADDRESS = {
+    name: str(SUBNET[number])
+    for name, number in {
+        "lb1": 11,
+        "lb2": 12,
+        "app1": 21,
+        "app2": 22,
+        "redis1": 31,
+        "redis2": 32,
+        "redis3": 33,
+        "client1": 91,
+    }.items()
+}
+SECRETS = yaml.safe_load((ROOT / "inventories/lab/group_vars/all/vault.yml").read_text())
+FIGURES: list[str] = []
 
-def test_every_machine_is_reachable(machine: Callable[[str], Host]) -> None:
-    for name in ["lb1", "lb2", "app1", "app2", "redis1", "redis2", "redis3", "client1"]:
-        assert machine(name).run("true").rc == 0
+MachineGetter = Callable[[str], Host]
+
+
+def figure(line: str) -> None:
+    """Print a measured figure now and again at the end of the run."""
+    print(f"\n[figure] {line}")
+    FIGURES.append(line)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def report_figures() -> Iterator[None]:
+    yield
+    print("\n=== failover figures ===\n" + "\n".join(FIGURES))
+
+
+def docker(*args: str) -> None:
+    subprocess.run(["docker", *args], check=True, capture_output=True)
+
+
+@pytest.fixture(scope="module")
+def client(machine: MachineGetter) -> Host:
+    host = machine("client1")
+    files = Path(__file__).parent.parent / "files"
+    for name in ("loop_client.py", "request.py"):
+        copied = host.ansible(
+            "ansible.builtin.copy",
+            f"src={files / name} dest=/usr/local/bin/{name} mode=0755",
+            check=False,
+        )
+        assert not copied.get("failed"), copied
+    return host
+
+
+def request(
+    client: Host, method: str, path: str, cookie: str = "", body: dict | None = None
+) -> dict:
+    command = f"python3 /usr/local/bin/request.py {method} https://{VIP}{path}"
+    if cookie:
+        command += f" --cookie '{cookie}'"
+    if body is not None:
+        command += f" --json '{json.dumps(body)}'"
+    result = client.run(command)
+    assert result.rc == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+class Loop:
+    """A client looping GETs through the VIP in the background, on the client machine."""
+
+    def __init__(self, client: Host, path: str, cookie: str = "") -> None:
+        self.client = client
+        self.report = f"/var/tmp/loop-{int(time.time() * 1000)}.json"
+        cookie_arg = f" --cookie '{cookie}'" if cookie else ""
+        started = client.run(
+            "systemd-run --unit loop-client --collect python3 /usr/local/bin/loop_client.py "
+            f"https://{VIP}{path} {self.report}{cookie_arg} --max-seconds 300"
+        )
+        assert started.rc == 0, started.stderr
+        time.sleep(2)  # a baseline of successful requests before the drill
+
+    def stop(self) -> dict:
+        time.sleep(2)  # and a tail of them after
+        self.client.run("systemctl stop loop-client")
+        assert wait_until(lambda: self.client.file(self.report).exists, timeout=10) is not None
+        return json.loads(self.client.file(self.report).content_string)
+
+
+def vip_holders(machine: MachineGetter) -> list[str]:
+    holders = []
+    for name in ("lb1", "lb2"):
+        result = machine(name).run("ip -br -4 addr show")
+        if result.rc == 0 and f"{VIP}/" in result.stdout:
+            holders.append(name)
+    return holders
+
+
+def running(name: str) -> bool:
+    state = subprocess.run(
+        ["docker", "inspect", "-f", "{{.State.Running}}", f"{LAB}-{name}"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return state.stdout.strip() == "true"
+
+
+def restart_machine(machine: MachineGetter, name: str) -> None:
+    """Start a stopped machine and wait until it answers SSH again."""
+    docker("start", f"{LAB}-{name}")
+    back = wait_until(
+        lambda: machine(name).run("systemctl is-system-running --wait").rc in (0, 1),
+        timeout=90,
+        step=2,
+    )
+    assert back is not None, f"{name} did not come back"
+
+
+def only_one_holder(machine: MachineGetter, timeout: float = 60) -> str:
+    assert wait_until(lambda: len(vip_holders(machine)) == 1, timeout=timeout) is not None, (
+        f"VIP holders: {vip_holders(machine)}"
+    )
+    return vip_holders(machine)[0]
+
+
+def test_the_vip_is_on_exactly_one_balancer(machine: MachineGetter) -> None:
+    only_one_holder(machine)
+
+
+def test_responses_come_from_both_app_machines(client: Host) -> None:
+    served = {request(client, "GET", "/hello")["served_by"] for _ in range(20)}
+    assert served == {"app1", "app2"}
+
+
+def test_a_session_made_on_one_app_machine_is_read_on_the_other(client: Host) -> None:
+    made = request(client, "POST", "/api/session/notes", body={"note": "written on one"})
+    assert made["status"] in (200, 201), made
+    cookie = made["set_cookie"].split(";")[0]
+    other = None
+    for _ in range(20):
+        read = request(client, "GET", "/api/session", cookie=cookie)
+        if read["served_by"] != made["served_by"]:
+            other = read
+            break
+    assert other is not None, "every read came from the machine that wrote the session"
+    assert "written on one" in other["body"], other
+
+
+def test_losing_a_balancer_moves_the_vip_and_requests_resume(
+    machine: MachineGetter, client: Host
+) -> None:
+    master = only_one_holder(machine)
+    loop = Loop(client, "/hello")
+    start = time.monotonic()
+    docker("stop", f"{LAB}-{master}")
+    moved = wait_until(lambda: vip_holders(machine) not in ([], [master]), timeout=30)
+    report = loop.stop()
+    restart_machine(machine, master)
+    assert moved is not None, "the VIP did not move"
+    figure(
+        f"balancer machine stopped: VIP moved in {moved:.1f}s; "
+        f"longest gap {report['longest_gap']}s, {report['failures']} of "
+        f"{report['requests']} requests failed"
+    )
+    assert report["failures"] < report["requests"] / 2
+    assert time.monotonic() - start < 120
+    only_one_holder(machine, timeout=90)
+
+
+def test_losing_nginx_on_the_master_moves_the_vip(machine: MachineGetter, client: Host) -> None:
+    master = only_one_holder(machine, timeout=90)
+    loop = Loop(client, "/hello")
+    machine(master).run("systemctl stop nginx")
+    moved = wait_until(lambda: vip_holders(machine) not in ([], [master]), timeout=30)
+    report = loop.stop()
+    machine(master).run("systemctl start nginx")
+    assert moved is not None, "the VIP did not move"
+    figure(
+        f"nginx stopped on the master: VIP moved in {moved:.1f}s; "
+        f"longest gap {report['longest_gap']}s, {report['failures']} of "
+        f"{report['requests']} requests failed"
+    )
+    assert report["failures"] < report["requests"] / 2
+    only_one_holder(machine, timeout=90)
+
+
+def test_losing_an_app_machine_fails_no_get(machine: MachineGetter, client: Host) -> None:
+    loop = Loop(client, "/hello")
+    docker("stop", f"{LAB}-app1")
+    time.sleep(5)
+    report = loop.stop()
+    restart_machine(machine, "app1")
+    figure(
+        f"app1 stopped: {report['failures']} of {report['requests']} GETs failed, "
+        f"longest gap {report['longest_gap']}s, served by {report['served_by']}"
+    )
+    assert report["failures"] == 0, report
+    ready = wait_until(
+        lambda: request(machine("client1"), "GET", "/hello")["status"] == 200, timeout=60
+    )
+    assert ready is not None
+
+
+def sentinel_primary(machine: MachineGetter) -> str:
+    password = SECRETS["vault_redis_sentinel_password"]
+    for name in ("redis1", "redis2", "redis3"):
+        result = machine(name).run(
+            f"redis-cli -p 26379 --user default --pass {password} --no-auth-warning "
+            "SENTINEL get-master-addr-by-name webstack"
+        )
+        if result.rc == 0 and result.stdout.split():
+            return result.stdout.split()[0]
+    raise AssertionError("no Sentinel answered")
+
+
+def test_losing_the_redis_primary_keeps_the_sessions(machine: MachineGetter, client: Host) -> None:
+    made = request(client, "POST", "/api/session/notes", body={"note": "before the failover"})
+    cookie = made["set_cookie"].split(";")[0]
+    old = sentinel_primary(machine)
+    old_name = next(name for name, address in ADDRESS.items() if address == old)
+    loop = Loop(client, "/api/session", cookie=cookie)
+    docker("stop", f"{LAB}-{old_name}")
+    promoted = wait_until(lambda: sentinel_primary(machine) != old, timeout=60, step=1)
+    back = wait_until(
+        lambda: request(client, "GET", "/api/session", cookie=cookie)["status"] == 200,
+        timeout=60,
+        step=1,
+    )
+    report = loop.stop()
+    restart_machine(machine, old_name)
+    assert promoted is not None, "Sentinel promoted no replica"
+    assert back is not None, "the app did not follow the new primary"
+    figure(
+        f"redis primary {old_name} stopped: new primary after {promoted:.1f}s; "
+        f"{report['failures']} of {report['requests']} session reads failed, "
+        f"longest gap {report['longest_gap']}s"
+    )
+    assert "before the failover" in request(client, "GET", "/api/session", cookie=cookie)["body"]
+
+
+def test_a_rolling_update_fails_no_request(client: Host) -> None:
+    loop = Loop(client, "/hello")
+    inventory = os.environ["MOLECULE_INVENTORY_FILE"]
+    update = subprocess.run(
+        [
+            "ansible-playbook",
+            "-i",
+            str(Path(inventory).parent),
+            str(ROOT / "rolling_update.yml"),
+            "-e",
+            "app_version=rolling-update-test",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=ROOT,
+        timeout=900,
+    )
+    report = loop.stop()
+    assert update.returncode == 0, update.stdout[-3000:] + update.stderr[-2000:]
+    figure(
+        f"rolling update: {report['failures']} of {report['requests']} requests failed, "
+        f"longest gap {report['longest_gap']}s"
+    )
+    assert report["failures"] == 0, report
+
+
+@pytest.mark.parametrize(("target", "port"), [("app1", 8000), ("redis1", 6379), ("redis1", 26379)])
+def test_the_client_cannot_reach_app_or_redis_ports(client: Host, target: str, port: int) -> None:
+    assert tcp_probe(client, ADDRESS[target], port) == TIMED_OUT
