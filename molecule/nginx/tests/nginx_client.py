@@ -1,0 +1,141 @@
+"""Client side of the nginx scenario: the controller talks to the balancer like a browser.
+
+The controller sits on the scenario's network (10.78.4.0/24), so it is the client machine:
+it reaches lb1 over HTTP and HTTPS the way a browser would, and only lb1.
+"""
+
+import contextlib
+import http.client
+import json
+import os
+import ssl
+import subprocess
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import testinfra
+
+LB = "10.78.4.11"
+APPS = {"app1": "10.78.4.21", "app2": "10.78.4.22"}
+SCENARIO = os.environ.get("MOLECULE_SCENARIO_NAME", "nginx")
+PROJECT = Path(os.environ.get("MOLECULE_PROJECT_DIRECTORY", Path(__file__).parents[3]))
+SCENARIO_DIR = PROJECT / "molecule" / SCENARIO
+# The self-signed certificate the role made on the controller: the client trusts only it.
+CERT = PROJECT / ".cache" / "nginx-tls" / "webstack.crt"
+
+
+@dataclass
+class Answer:
+    status: int
+    headers: http.client.HTTPMessage
+    body: bytes
+
+    @property
+    def served_by(self) -> str | None:
+        return self.headers.get("X-Served-By")
+
+    def json(self) -> dict:
+        return json.loads(self.body)
+
+
+def tls_context() -> ssl.SSLContext:
+    """Trusts the balancer's certificate only; the name is not checked (we dial an address)."""
+    context = ssl.create_default_context(cafile=str(CERT))
+    context.check_hostname = False
+    return context
+
+
+def https(timeout: float = 10) -> http.client.HTTPSConnection:
+    return http.client.HTTPSConnection(LB, 443, timeout=timeout, context=tls_context())
+
+
+def request(
+    conn: http.client.HTTPConnection,
+    path: str = "/hello",
+    method: str = "GET",
+    headers: dict | None = None,
+    body: bytes | None = None,
+) -> Answer:
+    conn.request(method, path, body=body, headers=headers or {})
+    response = conn.getresponse()
+    return Answer(response.status, response.headers, response.read())
+
+
+def get(path: str = "/hello", headers: dict | None = None) -> Answer:
+    conn = https()
+    try:
+        return request(conn, path, headers=headers)
+    finally:
+        conn.close()
+
+
+class Loop(threading.Thread):
+    """GETs through the balancer every `interval` seconds until stopped; records each outcome."""
+
+    def __init__(self, path: str = "/hello", interval: float = 0.1) -> None:
+        super().__init__(daemon=True)
+        self.path, self.interval = path, interval
+        self.outcomes: list[tuple[int | str, str | None, float]] = []
+        self._halt = threading.Event()
+
+    def run(self) -> None:
+        while not self._halt.is_set():
+            started = time.monotonic()
+            try:
+                answer = get(self.path)
+                outcome = (answer.status, answer.served_by, time.monotonic() - started)
+            except (OSError, http.client.HTTPException) as error:
+                outcome = (f"{type(error).__name__}: {error}", None, time.monotonic() - started)
+            self.outcomes.append(outcome)
+            self._halt.wait(self.interval)
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.join(timeout=60)
+
+    @property
+    def failures(self) -> list:
+        return [o for o in self.outcomes if o[0] != 200]
+
+
+def ansible_playbook(playbook: str, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    """Runs a playbook of this scenario against its machines, as molecule itself would."""
+    inventory = Path(os.environ["MOLECULE_INVENTORY_FILE"]).parent
+    return subprocess.run(
+        ["ansible-playbook", "-i", str(inventory), str(SCENARIO_DIR / playbook), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def machine_host(name: str) -> testinfra.host.Host:
+    """testinfra host of a machine of this scenario (over SSH, like the verifier's own)."""
+    inventory = os.environ["MOLECULE_INVENTORY_FILE"]
+    return testinfra.get_host(f"ansible://{name}?ansible_inventory={inventory}")
+
+
+def docker(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["docker", *args], capture_output=True, text=True, timeout=120, check=True
+    )
+
+
+def machine(name: str) -> str:
+    """Container name of a machine of this scenario."""
+    return f"molecule-{SCENARIO}-{name}"
+
+
+def wait_until_both_apps_serve(timeout: float = 120) -> set:
+    seen: set = set()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError, http.client.HTTPException):
+            seen.add(get().served_by)
+        if set(APPS) <= seen:
+            return seen
+        time.sleep(0.3)
+    return seen

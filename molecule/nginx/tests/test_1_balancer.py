@@ -1,0 +1,113 @@
+"""The balancer as an operator sees it: nginx runs, listens where it should, is sized for C10k."""
+
+import re
+import socket
+
+import pytest
+import testinfra
+from nginx_client import LB
+
+testinfra_hosts = ["lb1"]
+
+STATUS_PORT = 8081
+# Open files asked for nginx (role defaults); a container gets at most what the host's
+# docker daemon allows, so the effective value is the smaller of the two.
+NOFILE = 65536
+WORKER_CONNECTIONS = 20480
+
+
+def journal(host: testinfra.host.Host) -> str:
+    return host.run("journalctl -u nginx -n 40 --no-pager").stdout
+
+
+def test_nginx_runs_and_is_enabled(host: testinfra.host.Host) -> None:
+    nginx = host.service("nginx")
+    assert nginx.is_running, journal(host)
+    assert nginx.is_enabled
+
+
+def test_listeners(host: testinfra.host.Host) -> None:
+    assert host.socket("tcp://0.0.0.0:80").is_listening
+    assert host.socket("tcp://0.0.0.0:443").is_listening
+    assert host.socket(f"tcp://127.0.0.1:{STATUS_PORT}").is_listening
+    assert not host.socket(f"tcp://0.0.0.0:{STATUS_PORT}").is_listening
+
+
+def test_status_listener_is_local_only() -> None:
+    with pytest.raises(OSError):
+        socket.create_connection((LB, STATUS_PORT), timeout=3).close()
+
+
+def test_keepalived_check_and_stub_status(host: testinfra.host.Host) -> None:
+    # The exact command keepalived's default track script runs.
+    check = host.run(f"curl -fsS --max-time 2 http://127.0.0.1:{STATUS_PORT}/healthz")
+    assert check.rc == 0 and check.stdout == "ok\n", check.stderr
+    stub = host.run(f"curl -fsS --max-time 2 http://127.0.0.1:{STATUS_PORT}/stub_status")
+    assert stub.rc == 0 and stub.stdout.startswith("Active connections:"), stub.stderr
+
+
+def test_live_configuration_is_valid_and_the_tested_one(host: testinfra.host.Host) -> None:
+    test = host.run("nginx -t")
+    assert test.rc == 0, test.stderr
+    # What runs is byte for byte what was tested in the staging tree.
+    files = [
+        "nginx.conf",
+        "webstack/upstream.conf",
+        "webstack/backends.conf",
+        "webstack/site.conf",
+        "webstack/status.conf",
+        "webstack/tls/webstack.crt",
+        "webstack/tls/webstack.key",
+    ]
+    for name in files:
+        live = host.file(f"/etc/nginx/{name}")
+        staged = host.file(f"/etc/nginx/ansible-staging/{name}")
+        assert live.sha256sum == staged.sha256sum, name
+    key = host.file("/etc/nginx/webstack/tls/webstack.key")
+    assert (key.user, key.mode) == ("root", 0o600)
+    assert host.file("/etc/nginx/nginx.conf").contains("Managed by Ansible")
+
+
+def test_upstream_comes_from_the_app_group(host: testinfra.host.Host) -> None:
+    backends = host.file("/etc/nginx/webstack/backends.conf").content_string
+    assert "server 10.78.4.21:8000 weight=1 max_fails=3 fail_timeout=10s;" in backends
+    assert "server 10.78.4.22:8000 weight=1 max_fails=3 fail_timeout=10s;" in backends
+    upstream = host.run("nginx -T").stdout
+    for directive in ("least_conn;", "keepalive 64;", "keepalive_timeout 4s;"):
+        assert directive in upstream
+
+
+def test_sized_for_ten_thousand_clients(host: testinfra.host.Host) -> None:
+    config = host.run("nginx -T").stdout
+    assert "worker_processes auto;" in config
+    assert f"worker_connections {WORKER_CONNECTIONS};" in config
+    assert f"worker_rlimit_nofile {NOFILE};" in config
+    unit = host.run("systemctl show nginx -p LimitNOFILE --value").stdout.strip()
+    assert unit == str(NOFILE)
+    # What nginx gets is capped by the machine: PID 1's hard limit (in the lab, the
+    # container's, which the host's docker daemon sets).
+    pid1 = host.file("/proc/1/limits").content_string
+    ceiling = int(re.search(r"Max open files\s+\d+\s+(\d+)", pid1).group(1))
+    expected = min(NOFILE, ceiling)
+    master = host.file("/run/nginx.pid").content_string.strip()
+    workers = host.run("pgrep -u www-data -x nginx").stdout.split()
+    assert workers, journal(host)
+    for pid in [master, *workers]:
+        limits = host.file(f"/proc/{pid}/limits").content_string
+        soft = int(re.search(r"Max open files\s+(\d+)", limits).group(1))
+        # Each connection is a file: 10,000 proxied clients are 20,000 connections.
+        assert soft == expected and soft >= 20000, limits
+    sysctl = host.file("/etc/sysctl.d/60-nginx.conf").content_string
+    for setting in (
+        "net.core.somaxconn = 4096",
+        "net.ipv4.tcp_tw_reuse = 1",
+        "fs.file-max = 2097152",
+    ):
+        assert setting in sysctl
+
+
+def test_service_is_hardened(host: testinfra.host.Host) -> None:
+    show = host.run("systemctl show nginx -p NoNewPrivileges -p ProtectSystem -p PrivateTmp").stdout
+    assert "NoNewPrivileges=yes" in show
+    assert "ProtectSystem=strict" in show
+    assert "PrivateTmp=yes" in show
