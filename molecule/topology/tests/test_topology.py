@@ -84,31 +84,48 @@ def request(
 
 
 class Loop:
-    """A client looping GETs through the VIP in the background, on the client machine."""
+    """A client looping GETs through the VIP in the background, on the client machine, for
+    as long as the `with` block lasts (and at most 300 s); `.report` is what it saw."""
 
     def __init__(self, client: Host, path: str, cookie: str = "") -> None:
         self.client = client
-        self.report = f"/var/tmp/loop-{int(time.time() * 1000)}.json"
-        cookie_arg = f" --cookie '{cookie}'" if cookie else ""
-        started = client.run(
-            "systemd-run --unit loop-client --collect python3 /usr/local/bin/loop_client.py "
-            f"https://{VIP}{path} {self.report}{cookie_arg} --max-seconds 300"
+        self.path = path
+        self.cookie = cookie
+        self.unit = f"loop-client-{time.time_ns()}"
+        self.file = f"/var/tmp/{self.unit}.json"
+        self.report: dict = {}
+
+    def __enter__(self) -> "Loop":
+        cookie_arg = f" --cookie '{self.cookie}'" if self.cookie else ""
+        started = self.client.run(
+            f"systemd-run --unit {self.unit} --collect python3 /usr/local/bin/loop_client.py "
+            f"https://{VIP}{self.path} {self.file}{cookie_arg} --max-seconds 300"
         )
         assert started.rc == 0, started.stderr
         time.sleep(2)  # a baseline of successful requests before the drill
+        return self
 
-    def stop(self) -> dict:
+    def __exit__(self, *_exc: object) -> None:
         time.sleep(2)  # and a tail of them after
-        self.client.run("systemctl stop loop-client")
-        assert wait_until(lambda: self.client.file(self.report).exists, timeout=10) is not None
-        return json.loads(self.client.file(self.report).content_string)
+        self.client.run(f"systemctl stop {self.unit}")
+        written = wait_until(lambda: self.client.file(self.file).exists, timeout=10)
+        assert written is not None, "the looping client wrote no report"
+        self.report = json.loads(self.client.file(self.file).content_string)
+
+
+def answers(host: Host, command: str) -> str | None:
+    """The command's output, or None when the machine does not answer (stopped, booting)."""
+    try:
+        result = host.run(command)
+    except RuntimeError:
+        return None
+    return result.stdout if result.rc == 0 else None
 
 
 def vip_holders(machine: MachineGetter) -> list[str]:
     holders = []
     for name in ("lb1", "lb2"):
-        result = machine(name).run("ip -br -4 addr show")
-        if result.rc == 0 and f"{VIP}/" in result.stdout:
+        if running(name) and f"{VIP}/" in (answers(machine(name), "ip -br -4 addr show") or ""):
             holders.append(name)
     return holders
 
@@ -127,7 +144,7 @@ def restart_machine(machine: MachineGetter, name: str) -> None:
     """Start a stopped machine and wait until it answers SSH again."""
     docker("start", f"{LAB}-{name}")
     back = wait_until(
-        lambda: machine(name).run("systemctl is-system-running --wait").rc in (0, 1),
+        lambda: answers(machine(name), "systemctl is-system-running --wait || true") is not None,
         timeout=90,
         step=2,
     )
@@ -168,84 +185,98 @@ def test_losing_a_balancer_moves_the_vip_and_requests_resume(
     machine: MachineGetter, client: Host
 ) -> None:
     master = only_one_holder(machine)
-    loop = Loop(client, "/hello")
-    start = time.monotonic()
-    docker("stop", f"{LAB}-{master}")
-    moved = wait_until(lambda: vip_holders(machine) not in ([], [master]), timeout=30)
-    report = loop.stop()
-    restart_machine(machine, master)
+    try:
+        with Loop(client, "/hello") as loop:
+            docker("stop", f"{LAB}-{master}")
+            moved = wait_until(lambda: vip_holders(machine) not in ([], [master]), timeout=30)
+    finally:
+        restart_machine(machine, master)
+    report = loop.report
     assert moved is not None, "the VIP did not move"
     figure(
-        f"balancer machine stopped: VIP moved in {moved:.1f}s; "
-        f"longest gap {report['longest_gap']}s, {report['failures']} of "
-        f"{report['requests']} requests failed"
+        f"balancer {master} stopped: VIP moved in {moved:.1f}s; longest gap "
+        f"{report['longest_gap']}s, {report['failures']} of {report['requests']} requests failed"
     )
-    assert report["failures"] < report["requests"] / 2
-    assert time.monotonic() - start < 120
+    assert report["failures"] < report["requests"] / 2, report
     only_one_holder(machine, timeout=90)
 
 
 def test_losing_nginx_on_the_master_moves_the_vip(machine: MachineGetter, client: Host) -> None:
     master = only_one_holder(machine, timeout=90)
-    loop = Loop(client, "/hello")
-    machine(master).run("systemctl stop nginx")
-    moved = wait_until(lambda: vip_holders(machine) not in ([], [master]), timeout=30)
-    report = loop.stop()
-    machine(master).run("systemctl start nginx")
+    try:
+        with Loop(client, "/hello") as loop:
+            machine(master).run("systemctl stop nginx")
+            moved = wait_until(lambda: vip_holders(machine) not in ([], [master]), timeout=30)
+    finally:
+        machine(master).run("systemctl start nginx")
+    report = loop.report
     assert moved is not None, "the VIP did not move"
     figure(
-        f"nginx stopped on the master: VIP moved in {moved:.1f}s; "
-        f"longest gap {report['longest_gap']}s, {report['failures']} of "
-        f"{report['requests']} requests failed"
+        f"nginx stopped on {master}: VIP moved in {moved:.1f}s; longest gap "
+        f"{report['longest_gap']}s, {report['failures']} of {report['requests']} requests failed"
     )
-    assert report["failures"] < report["requests"] / 2
+    assert report["failures"] < report["requests"] / 2, report
     only_one_holder(machine, timeout=90)
 
 
 def test_losing_an_app_machine_fails_no_get(machine: MachineGetter, client: Host) -> None:
-    loop = Loop(client, "/hello")
-    docker("stop", f"{LAB}-app1")
-    time.sleep(5)
-    report = loop.stop()
-    restart_machine(machine, "app1")
+    try:
+        with Loop(client, "/hello") as loop:
+            docker("stop", f"{LAB}-app1")
+            time.sleep(5)
+    finally:
+        restart_machine(machine, "app1")
+    report = loop.report
     figure(
-        f"app1 stopped: {report['failures']} of {report['requests']} GETs failed, "
-        f"longest gap {report['longest_gap']}s, served by {report['served_by']}"
+        f"app1 stopped: {report['failures']} of {report['requests']} GETs failed, longest gap "
+        f"{report['longest_gap']}s, served by {report['served_by']}"
     )
     assert report["failures"] == 0, report
-    ready = wait_until(
-        lambda: request(machine("client1"), "GET", "/hello")["status"] == 200, timeout=60
+    both = wait_until(
+        lambda: (
+            {request(client, "GET", "/hello")["served_by"] for _ in range(6)} == {"app1", "app2"}
+        ),
+        timeout=60,
+        step=2,
     )
-    assert ready is not None
+    assert both is not None, "app1 did not come back into the upstream"
 
 
-def sentinel_primary(machine: MachineGetter) -> str:
+def sentinel_primary(machine: MachineGetter) -> str | None:
     password = SECRETS["vault_redis_sentinel_password"]
     for name in ("redis1", "redis2", "redis3"):
-        result = machine(name).run(
+        if not running(name):
+            continue
+        out = answers(
+            machine(name),
             f"redis-cli -p 26379 --user default --pass {password} --no-auth-warning "
-            "SENTINEL get-master-addr-by-name webstack"
+            "SENTINEL get-master-addr-by-name webstack",
         )
-        if result.rc == 0 and result.stdout.split():
-            return result.stdout.split()[0]
-    raise AssertionError("no Sentinel answered")
+        if out and out.split():
+            return out.split()[0]
+    return None
 
 
 def test_losing_the_redis_primary_keeps_the_sessions(machine: MachineGetter, client: Host) -> None:
     made = request(client, "POST", "/api/session/notes", body={"note": "before the failover"})
     cookie = made["set_cookie"].split(";")[0]
     old = sentinel_primary(machine)
+    assert old is not None, "no Sentinel answered"
     old_name = next(name for name, address in ADDRESS.items() if address == old)
-    loop = Loop(client, "/api/session", cookie=cookie)
-    docker("stop", f"{LAB}-{old_name}")
-    promoted = wait_until(lambda: sentinel_primary(machine) != old, timeout=60, step=1)
-    back = wait_until(
-        lambda: request(client, "GET", "/api/session", cookie=cookie)["status"] == 200,
-        timeout=60,
-        step=1,
-    )
-    report = loop.stop()
-    restart_machine(machine, old_name)
+    try:
+        with Loop(client, "/api/session", cookie=cookie) as loop:
+            docker("stop", f"{LAB}-{old_name}")
+            promoted = wait_until(
+                lambda: sentinel_primary(machine) not in (None, old), timeout=60, step=1
+            )
+            back = wait_until(
+                lambda: request(client, "GET", "/api/session", cookie=cookie)["status"] == 200,
+                timeout=60,
+                step=1,
+            )
+    finally:
+        restart_machine(machine, old_name)
+    report = loop.report
     assert promoted is not None, "Sentinel promoted no replica"
     assert back is not None, "the app did not follow the new primary"
     figure(
@@ -253,28 +284,29 @@ def test_losing_the_redis_primary_keeps_the_sessions(machine: MachineGetter, cli
         f"{report['failures']} of {report['requests']} session reads failed, "
         f"longest gap {report['longest_gap']}s"
     )
-    assert "before the failover" in request(client, "GET", "/api/session", cookie=cookie)["body"]
+    session = request(client, "GET", "/api/session", cookie=cookie)
+    assert "before the failover" in session["body"], session
 
 
 def test_a_rolling_update_fails_no_request(client: Host) -> None:
-    loop = Loop(client, "/hello")
-    inventory = os.environ["MOLECULE_INVENTORY_FILE"]
-    update = subprocess.run(
-        [
-            "ansible-playbook",
-            "-i",
-            str(Path(inventory).parent),
-            str(ROOT / "rolling_update.yml"),
-            "-e",
-            "app_version=rolling-update-test",
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-        cwd=ROOT,
-        timeout=900,
-    )
-    report = loop.stop()
+    inventory = Path(os.environ["MOLECULE_INVENTORY_FILE"]).parent
+    with Loop(client, "/hello") as loop:
+        update = subprocess.run(
+            [
+                "ansible-playbook",
+                "-i",
+                str(inventory),
+                str(ROOT / "rolling_update.yml"),
+                "-e",
+                "app_version=rolling-update-test",
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+            cwd=ROOT,
+            timeout=900,
+        )
+    report = loop.report
     assert update.returncode == 0, update.stdout[-3000:] + update.stderr[-2000:]
     figure(
         f"rolling update: {report['failures']} of {report['requests']} requests failed, "
