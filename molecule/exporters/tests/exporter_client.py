@@ -1,0 +1,105 @@
+"""What the exporters' tests share: the machines, and scraping an exporter the way Prometheus
+does, from the monitoring machine (redis3), over the private network. The fixtures of
+molecule/conftest.py (machine, ...) come with pytest; this module holds plain helpers."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import testinfra
+from testinfra.host import Host
+
+# The scenario's machines (molecule.yml) and their private addresses.
+ADDRESSES = {
+    "lb1": "10.78.7.11",
+    "redis1": "10.78.7.31",
+    "redis2": "10.78.7.32",
+    "redis3": "10.78.7.33",
+}
+MONITOR = "redis3"  # the machine of group monitoring
+REDIS = ["redis1", "redis2", "redis3"]
+VIP = "10.78.7.100/24"
+TEXTFILE_DIR = "/var/lib/prometheus/node-exporter"
+
+# Exporter -> its port; what runs where (the role's defaults, from the machine's groups).
+PORTS = {
+    "prometheus-node-exporter": 9100,
+    "prometheus-nginx-exporter": 9113,
+    "prometheus-redis-exporter": 9121,
+}
+UNITS = {
+    "lb1": ["prometheus-node-exporter", "prometheus-nginx-exporter", "webstack-vip-metrics"],
+    **{
+        name: ["prometheus-node-exporter", "prometheus-redis-exporter", "webstack-sentinel-metrics"]
+        for name in REDIS
+    },
+}
+ALL_UNITS = sorted({unit for units in UNITS.values() for unit in units})
+
+# Fetches a URL from the machine it runs on and prints the body (exit 1 on any failure).
+FETCH = (
+    "python3 -c 'import sys,urllib.request;"
+    " sys.stdout.write(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode())' {url}"
+)
+SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*(?:\{.*\})?)\s+(\S+)$")
+
+
+def fetch(source: Host, url: str) -> str:
+    """The body at url, fetched from `source`; fails the test when it cannot be fetched."""
+    result = source.run(FETCH.format(url=url))
+    assert result.rc == 0, f"{url} from {source.backend.get_hostname()}: {result.stderr}"
+    return result.stdout
+
+
+def samples(text: str) -> dict[str, float]:
+    """Series (name with its labels, as the exporter wrote them) -> value."""
+    found = {}
+    for line in text.splitlines():
+        match = SAMPLE.match(line)
+        if match and not line.startswith("#"):
+            found[match.group(1)] = float(match.group(2))
+    return found
+
+
+def scrape(monitor: Host, name: str, port: int) -> dict[str, float]:
+    """The series of the exporter on machine `name` at `port`, scraped from `monitor`."""
+    return samples(fetch(monitor, f"http://{ADDRESSES[name]}:{port}/metrics"))
+
+
+def variables(pytestconfig: pytest.Config, name: str) -> dict:
+    """That machine's inventory variables (secrets included)."""
+    inventory = pytestconfig.getoption("ansible_inventory")
+    host = testinfra.get_host(f"ansible://{name}", ansible_inventory=inventory)
+    return host.ansible.get_variables()
+
+
+def run_playbook(
+    pytestconfig: pytest.Config, playbook: str, *extra: str
+) -> subprocess.CompletedProcess:
+    """Runs a playbook of the scenario as molecule runs the converge, with the same settings."""
+    scenario = Path(os.environ["MOLECULE_SCENARIO_DIRECTORY"])
+    command = str(Path(sys.executable).parent / "ansible-playbook")
+    argv = [command, "--inventory", pytestconfig.getoption("ansible_inventory")]
+    argv += [*extra, str(scenario / playbook)]
+    return subprocess.run(
+        argv,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+        cwd=os.environ.get("MOLECULE_PROJECT_DIRECTORY"),
+        env={**os.environ, "ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0"},
+    )
+
+
+def play_recap(output: str) -> dict[str, dict[str, int]]:
+    """Machine name -> counters (ok, changed, failed, ...) from an ansible-playbook recap."""
+    recap = {}
+    for name, counters in re.findall(r"^\s*(\S+)\s*:\s*(ok=\d+.*)$", output, re.MULTILINE):
+        recap[name] = {key: int(value) for key, value in re.findall(r"(\w+)=(\d+)", counters)}
+    return recap
