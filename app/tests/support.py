@@ -119,8 +119,10 @@ def app_env(redis_address: str, **overrides: str) -> dict[str, str]:
 
 
 def subprocess_env(settings: dict[str, str]) -> dict[str, str]:
-    """This environment without any WEBSTACK_* or GUNICORN_* variable, plus `settings`."""
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("WEBSTACK_", "GUNICORN_"))}
+    """This environment without any WEBSTACK_*, GUNICORN_* or PROMETHEUS_MULTIPROC_DIR
+    variable, plus `settings`."""
+    inherited = ("WEBSTACK_", "GUNICORN_", "PROMETHEUS_MULTIPROC_DIR", "prometheus_multiproc_dir")
+    base = {k: v for k, v in os.environ.items() if not k.startswith(inherited)}
     return {**base, **settings}
 
 

@@ -239,3 +239,47 @@ def test_config_file_errors(tmp_path):
     assert error_of({"WEBSTACK_CONFIG_FILE": str(typo)}).startswith(
         "WEBSTACK_REDIS_ADRESS is not a known setting (did you mean WEBSTACK_REDIS_ADDRESS?)"
     )
+
+
+# --- PROMETHEUS_MULTIPROC_DIR: where several workers keep their metrics -----------------
+
+
+def test_metrics_dir_unset_means_one_process():
+    settings = load()
+    assert settings.metrics_dir is None
+    assert "PROMETHEUS_MULTIPROC_DIR=" in settings.summary()
+
+
+def test_metrics_dir_is_read_from_the_environment(tmp_path):
+    settings = load(PROMETHEUS_MULTIPROC_DIR=str(tmp_path))
+    assert settings.metrics_dir == tmp_path
+    assert f"PROMETHEUS_MULTIPROC_DIR={tmp_path}" in settings.summary()
+
+
+def test_metrics_dir_is_not_read_from_the_config_file(tmp_path):
+    # prometheus_client reads the process environment only; the app must agree with it.
+    path = tmp_path / "app.env"
+    path.write_text(f"WEBSTACK_SECRET_KEY={SECRET}\nPROMETHEUS_MULTIPROC_DIR={tmp_path}\n")
+    assert load_settings({"WEBSTACK_CONFIG_FILE": str(path)}).metrics_dir is None
+
+
+@pytest.mark.parametrize("kind", ["empty", "missing", "a file"])
+def test_unusable_metrics_dir_is_one_line(tmp_path, kind):
+    value = {
+        "empty": "",  # prometheus_client counts an empty value as set: refused, not unset
+        "missing": str(tmp_path / "nowhere"),
+        "a file": str(tmp_path / "file"),
+    }[kind]
+    (tmp_path / "file").write_text("")
+    message = error_of({"WEBSTACK_SECRET_KEY": SECRET, "PROMETHEUS_MULTIPROC_DIR": value})
+    assert message == (
+        "PROMETHEUS_MULTIPROC_DIR must name a directory this process can write "
+        f"(unset it for a single process), got {value!r}"
+    )
+
+
+def test_deprecated_lower_case_metrics_dir_is_refused(tmp_path):
+    message = error_of({"WEBSTACK_SECRET_KEY": SECRET, "prometheus_multiproc_dir": str(tmp_path)})
+    assert message == (
+        "prometheus_multiproc_dir is the deprecated name: set PROMETHEUS_MULTIPROC_DIR instead"
+    )

@@ -313,6 +313,10 @@ CONFIG_ERRORS = {
         "config error: WEBSTACK_REDIS_ADDRESS must be host:port (e.g. 127.0.0.1:6379), "
         "got 'redis.example'",
     ),
+    "missing metrics directory": (
+        {"PROMETHEUS_MULTIPROC_DIR": "/nonexistent/webstack-metrics"},
+        "config error: PROMETHEUS_MULTIPROC_DIR must name a directory this process can write",
+    ),
 }
 
 

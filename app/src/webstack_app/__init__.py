@@ -1,3 +1,3 @@
 """webstack-app: the sample bottle app of the webstack reference deployment."""
 
-__version__ = "1.0.0"
+__version__ = "1.1.0"

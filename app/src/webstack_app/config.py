@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import ipaddress
+import os
 import re
 import socket
 from collections.abc import Callable, Mapping
@@ -18,6 +19,10 @@ from typing import Literal, TypeVar
 
 PREFIX = "WEBSTACK_"
 CONFIG_FILE_VAR = "WEBSTACK_CONFIG_FILE"
+# prometheus_client's own variable: set, the metrics of several worker processes are kept in
+# files there (see metrics.py). Read from the environment only, where prometheus_client reads it.
+METRICS_DIR_VAR = "PROMETHEUS_MULTIPROC_DIR"
+_METRICS_DIR_LEGACY_VAR = "prometheus_multiproc_dir"
 
 CookieSecure = Literal["auto", "always", "never"]
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -64,6 +69,7 @@ class Settings:
     max_body_bytes: int = 65_536
     instance_name: str = field(default_factory=socket.gethostname)
     log_level: str = "INFO"
+    metrics_dir: Path | None = None  # None: one process, the metrics in memory
 
     @property
     def uses_sentinel(self) -> bool:
@@ -96,6 +102,7 @@ class Settings:
             f"WEBSTACK_MAX_BODY_BYTES={self.max_body_bytes}",
             f"WEBSTACK_INSTANCE_NAME={self.instance_name}",
             f"WEBSTACK_LOG_LEVEL={self.log_level}",
+            f"{METRICS_DIR_VAR}={self.metrics_dir or ''}",
         ]
 
 
@@ -128,7 +135,9 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
     """Settings from `environ` (normally os.environ), over the file WEBSTACK_CONFIG_FILE names.
 
     An empty value counts as unset, as an empty line in a systemd EnvironmentFile would.
+    PROMETHEUS_MULTIPROC_DIR is the exception: prometheus_client counts it as set.
     """
+    metrics_dir = _metrics_dir(environ)
     values: dict[str, str] = {}
     config_file = environ.get(CONFIG_FILE_VAR, "").strip()
     if config_file:
@@ -184,11 +193,34 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
             "WEBSTACK_INSTANCE_NAME", _INSTANCE_NAME_RE, socket.gethostname(), _INSTANCE_NAME_HELP
         ),
         log_level=get.choice("WEBSTACK_LOG_LEVEL", LOG_LEVELS, "INFO", upper=True),
+        metrics_dir=metrics_dir,
     )
 
 
 _KEY_PREFIX_HELP = "1 to 64 characters from A-Z a-z 0-9 _ . : -"
 _INSTANCE_NAME_HELP = "1 to 100 printable ASCII characters, no leading or trailing space"
+
+
+def _metrics_dir(environ: Mapping[str, str]) -> Path | None:
+    """The directory of the multiprocess metrics, or None when the variable is not set.
+
+    prometheus_client switches to files as soon as the variable exists, even empty, so an
+    empty or unusable value is an error here rather than a silent fallback.
+    """
+    if _METRICS_DIR_LEGACY_VAR in environ and METRICS_DIR_VAR not in environ:
+        raise ConfigError(
+            f"{_METRICS_DIR_LEGACY_VAR} is the deprecated name: set {METRICS_DIR_VAR} instead"
+        )
+    raw = environ.get(METRICS_DIR_VAR)
+    if raw is None:
+        return None
+    path = Path(raw)
+    if not raw.strip() or not path.is_dir() or not os.access(path, os.W_OK | os.X_OK):
+        raise ConfigError(
+            f"{METRICS_DIR_VAR} must name a directory this process can write (unset it for a "
+            f"single process), got {raw!r}"
+        )
+    return path
 
 
 def read_env_file(path: Path) -> dict[str, str]:

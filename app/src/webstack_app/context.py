@@ -9,6 +9,7 @@ from bottle import request, response
 
 from webstack_app.config import Settings
 from webstack_app.cookies import SessionCookie
+from webstack_app.metrics import AppMetrics
 from webstack_app.proxies import TrustedProxies
 from webstack_app.sessions import SessionData, SessionStore
 from webstack_app.store import RedisProvider
@@ -21,6 +22,7 @@ class AppContext:
     cookie: SessionCookie
     redis: RedisProvider
     sessions: SessionStore
+    metrics: AppMetrics
 
     @classmethod
     def from_settings(cls, settings: Settings) -> AppContext:
@@ -31,6 +33,7 @@ class AppContext:
             cookie=SessionCookie(settings.secret_key, settings.session_ttl),
             redis=redis,
             sessions=SessionStore(redis, settings.key_prefix, settings.session_ttl),
+            metrics=AppMetrics(settings.metrics_dir),
         )
 
     def session_id(self) -> str | None:

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from bottle import HTTPError, HTTPResponse, request, response
+from prometheus_client import Counter
 
 from webstack_app.store import StoreUnavailable
 
@@ -81,20 +82,27 @@ def handle_http_error(error: HTTPError) -> str:
     return error_body(_CODES.get(status, f"http_{status}"), message)
 
 
-def store_unavailable_as_503(callback: Callable[..., Any]) -> Callable[..., Any]:
-    """Bottle plugin: a route that finds Redis unreachable answers 503 and keeps the cookie."""
+def store_unavailable_as_503(
+    store_errors: Counter,
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Bottle plugin: a route that finds Redis unreachable answers 503 and keeps the cookie;
+    each such answer counts in `store_errors`."""
 
-    @functools.wraps(callback)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:  # noqa: ANN401 - a route returns anything
-        try:
-            return callback(*args, **kwargs)
-        except StoreUnavailable as error:
-            log.warning("request %s: session store unavailable: %s", request_id(), error)
-            raise json_error(
-                503,
-                "session_store_unavailable",
-                "the session store is unavailable; your session is kept, try again shortly",
-                headers={"Retry-After": "1"},
-            ) from None
+    def plugin(callback: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(callback)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:  # noqa: ANN401 - a route returns anything
+            try:
+                return callback(*args, **kwargs)
+            except StoreUnavailable as error:
+                store_errors.inc()
+                log.warning("request %s: session store unavailable: %s", request_id(), error)
+                raise json_error(
+                    503,
+                    "session_store_unavailable",
+                    "the session store is unavailable; your session is kept, try again shortly",
+                    headers={"Retry-After": "1"},
+                ) from None
 
-    return wrapper
+        return wrapper
+
+    return plugin

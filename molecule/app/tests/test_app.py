@@ -1,9 +1,11 @@
 """The app tier as an operator sees it: a hardened service, on the private address only, ready,
-keeping sessions in Redis; and a deploy and a rollback that no looping client noticed."""
+keeping sessions in Redis; a deploy and a rollback that no looping client noticed; metrics that
+count every worker's requests once and start afresh with the service."""
 
 import json
 import re
 import shlex
+import time
 from collections.abc import Callable
 
 import pytest
@@ -199,3 +201,142 @@ def test_rollback_to_an_unknown_release_is_refused_clearly(client: Host, host: H
     refusal = host.file("/var/tmp/app-rollback-refused.txt")
     assert refusal.exists, "the rollback to an unknown release was not refused"
     assert "is not kept on app1" in refusal.content_string
+
+
+# --- The app's metrics (several workers, one sum) -------------------------------------------
+
+METRICS_DIR = "/run/webstack-app/metrics"
+HELLO = {"route": "/hello", "method": "GET", "status": "200"}
+# Each worker's own count of GET /hello, read from its files in the metrics folder (pid -> n).
+PER_WORKER = f"""
+import glob, json
+from prometheus_client.multiprocess import MultiProcessCollector
+counts = {{}}
+for path in glob.glob("{METRICS_DIR}/counter_*.db"):
+    pid = path.rsplit("_", 1)[1].removesuffix(".db")
+    counts[pid] = sum(
+        s.value for m in MultiProcessCollector.merge([path], accumulate=False)
+        for s in m.samples
+        if s.name == "webstack_http_requests_total" and s.labels.get("route") == "/hello"
+    )
+print(json.dumps(counts))
+"""
+SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$")
+LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
+
+
+def scrape(client: Host) -> dict[tuple[str, frozenset], float]:
+    """GET /metrics from the client: (name, labels) -> value."""
+    status, headers, body = curl(client, f"{URL}/metrics")
+    assert status == 200, body
+    assert headers["content-type"].startswith("text/plain; version=0.0.4"), headers
+    samples = {}
+    for line in body.splitlines():
+        found = SAMPLE.match(line)
+        if found and not line.startswith("#"):
+            labels = frozenset(LABEL.findall(found.group(2) or ""))
+            samples[(found.group(1), labels)] = float(found.group(3))
+    return samples
+
+
+def hello_count(samples: dict[tuple[str, frozenset], float]) -> float:
+    return samples.get(("webstack_http_requests_total", frozenset(HELLO.items())), 0.0)
+
+
+def per_worker_hello(host: Host) -> dict[int, float]:
+    result = host.run(f"{BASE}/current/bin/python -c {shlex.quote(PER_WORKER)}")
+    assert result.rc == 0, result.stderr
+    return {int(pid): count for pid, count in json.loads(result.stdout).items()}
+
+
+def workers(host: Host) -> set[int]:
+    pid = main_pid(host)
+    return {int(p) for p in host.run(f"ps -o pid= --ppid {pid}").stdout.split()}
+
+
+def metric_file_pids(host: Host) -> set[int]:
+    names = host.run(f"ls {METRICS_DIR}").stdout.split()
+    return {int(name.rsplit("_", 1)[1].removesuffix(".db")) for name in names}
+
+
+def test_metrics_answer_on_the_app_port(client: Host) -> None:
+    samples = scrape(client)
+    names = {name for name, _ in samples}
+    for name in (
+        "webstack_http_requests_total",
+        "webstack_http_request_duration_seconds_bucket",
+        "webstack_http_requests_in_flight",
+        "webstack_session_store_errors_total",
+    ):
+        assert name in names, f"{name} not in /metrics: {sorted(names)}"
+    assert samples[("webstack_http_requests_in_flight", frozenset())] >= 1  # this scrape
+
+
+def test_metrics_folder_belongs_to_the_service_alone(host: Host) -> None:
+    folder = host.file(METRICS_DIR)
+    assert folder.is_directory
+    assert (folder.user, folder.group, folder.mode) == (USER, USER, 0o750)
+    environment = host.run(f"systemctl show --property=Environment --value {SERVICE}").stdout
+    assert f"PROMETHEUS_MULTIPROC_DIR={METRICS_DIR}" in environment.split()
+    written = host.run(f"su -s /bin/sh nobody -c 'touch {METRICS_DIR}/probe'")
+    assert written.rc != 0
+
+
+def test_requests_over_several_workers_are_counted_exactly_once(host: Host, client: Host) -> None:
+    live = workers(host)
+    assert len(live) >= 2, f"the scenario needs several workers, runs {live}"
+    before, before_per_worker = hello_count(scrape(client)), per_worker_hello(host)
+    sent, answered_by = 0, set()
+    # New connections in batches, until two workers have answered some (bounded: 20 batches).
+    while len(answered_by) < 2 and sent < 400:
+        batch = client.run(
+            "for i in $(seq 20); do "
+            f"curl -s -o /dev/null -w '%{{http_code}}\\n' --max-time 10 {URL}/hello; done"
+        )
+        assert batch.stdout.split() == ["200"] * 20, batch.stdout + batch.stderr
+        sent += 20
+        answered_by = {
+            pid
+            for pid, count in per_worker_hello(host).items()
+            if pid in live and count > before_per_worker.get(pid, 0)
+        }
+    assert len(answered_by) >= 2, f"{sent} requests, all answered by {answered_by}"
+    # Whichever worker answers /metrics, it reports the sum of all of them.
+    for _ in range(3):
+        assert hello_count(scrape(client)) - before == sent
+
+
+def test_a_replaced_worker_keeps_its_counts_and_drops_its_gauge(host: Host, client: Host) -> None:
+    # gunicorn replaces a worker that exits (max_requests, timeout, crash); the master's
+    # child_exit hook (gunicorn.conf.py) must drop its in-flight gauge and keep its counters.
+    before = hello_count(scrape(client))
+    counted = {pid for pid, count in per_worker_hello(host).items() if count > 0}
+    victim = min(counted & workers(host))
+    assert host.run(f"kill -TERM {victim}").rc == 0
+    for _ in range(30):
+        if victim not in workers(host) and len(workers(host)) >= 2:
+            break
+        time.sleep(1)
+    assert victim not in workers(host), f"worker {victim} still runs"
+    assert len(workers(host)) >= 2, journal(host, SERVICE)
+    assert not host.file(f"{METRICS_DIR}/gauge_livesum_{victim}.db").exists, "gauge kept"
+    assert host.file(f"{METRICS_DIR}/counter_{victim}.db").exists, "counts of the worker lost"
+    assert hello_count(scrape(client)) == before
+
+
+# Last of the module: it restarts the service.
+def test_a_restart_starts_with_fresh_metrics(host: Host, client: Host) -> None:
+    old = metric_file_pids(host)
+    assert old, "no metrics files before the restart"
+    assert hello_count(scrape(client)) > 0
+    assert host.run(f"systemctl restart {SERVICE}").rc == 0, journal(host, SERVICE)
+    for _ in range(30):
+        if curl(client, f"{URL}/readyz")[0] == 200:
+            break
+        time.sleep(1)
+    samples = scrape(client)
+    assert hello_count(samples) == 0, "counters survived the restart"
+    files = metric_file_pids(host)
+    assert files, "no metrics files after the restart"
+    assert not files & old, f"files of the old processes {sorted(files & old)} are still there"
+    assert files <= workers(host), f"files of processes that are not workers: {files}"

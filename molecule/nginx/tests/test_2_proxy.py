@@ -160,3 +160,20 @@ def test_upstream_connections_are_kept_alive_then_closed_before_the_app_would(
     assert kept <= 4, f"{kept} upstream connections for 10 sequential requests: not reused"
     time.sleep(6)  # nginx_upstream_keepalive_timeout is 4s
     assert upstream_connections() == 0
+
+
+def test_app_metrics_are_not_served_to_clients(host: testinfra.host.Host) -> None:
+    for path in ("/metrics", "/metrics?format=x", "/metrics/", "/metrics/a/b", "//metrics"):
+        answer = get(path)
+        assert answer.status == 404, f"{path}: {answer.status}"
+        assert answer.served_by is None, f"{path} reached {answer.served_by}"
+        entry = access_log_entry(host, answer.headers["X-Request-ID"])
+        assert entry["upstream_addr"] in ("", "-", None), entry
+    # Only the balancer refuses it: each app machine serves it on its own port.
+    for name, address in APPS.items():
+        conn = http.client.HTTPConnection(address, 8000, timeout=10)
+        answer = request(conn, "/metrics")
+        conn.close()
+        assert answer.status == 200, f"{name}: {answer.status}"
+        assert answer.served_by == name
+        assert b"\nwebstack_http_requests_total{" in answer.body

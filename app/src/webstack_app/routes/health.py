@@ -1,4 +1,4 @@
-"""Endpoints for operators and load tests: health, readiness, a cheap page, a slow page."""
+"""Endpoints for operators and load tests: health, readiness, metrics, a cheap page, a slow page."""
 
 from __future__ import annotations
 
@@ -64,3 +64,12 @@ def register(app: Bottle, ctx: AppContext) -> None:
         ms = int_param("ms", 0, IO_MAX_MS)
         time.sleep(ms / 1000)
         return {"slept_ms": ms, "served_by": served_by}
+
+    @app.get("/metrics")
+    def metrics() -> bytes:
+        """Prometheus metrics of every worker of this server, for the monitoring machine
+        (the balancers answer 404 for /metrics: clients never get here through them)."""
+        body, content_type = ctx.metrics.exposition(request.get_header("Accept"))
+        response.content_type = content_type
+        response.set_header("Cache-Control", "no-store")
+        return body
