@@ -4,11 +4,7 @@ molecule/conftest.py (machine, ...) come with pytest; this module holds plain he
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import testinfra
@@ -76,30 +72,3 @@ def variables(pytestconfig: pytest.Config, name: str) -> dict:
     inventory = pytestconfig.getoption("ansible_inventory")
     host = testinfra.get_host(f"ansible://{name}", ansible_inventory=inventory)
     return host.ansible.get_variables()
-
-
-def run_playbook(
-    pytestconfig: pytest.Config, playbook: str, *extra: str
-) -> subprocess.CompletedProcess:
-    """Runs a playbook of the scenario as molecule runs the converge, with the same settings."""
-    scenario = Path(os.environ["MOLECULE_SCENARIO_DIRECTORY"])
-    command = str(Path(sys.executable).parent / "ansible-playbook")
-    argv = [command, "--inventory", pytestconfig.getoption("ansible_inventory")]
-    argv += [*extra, str(scenario / playbook)]
-    return subprocess.run(
-        argv,
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
-        cwd=os.environ.get("MOLECULE_PROJECT_DIRECTORY"),
-        env={**os.environ, "ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0"},
-    )
-
-
-def play_recap(output: str) -> dict[str, dict[str, int]]:
-    """Machine name -> counters (ok, changed, failed, ...) from an ansible-playbook recap."""
-    recap = {}
-    for name, counters in re.findall(r"^\s*(\S+)\s*:\s*(ok=\d+.*)$", output, re.MULTILINE):
-        recap[name] = {key: int(value) for key, value in re.findall(r"(\w+)=(\d+)", counters)}
-    return recap

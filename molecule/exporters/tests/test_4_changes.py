@@ -4,7 +4,8 @@ import json
 from collections.abc import Callable
 
 import pytest
-from exporter_client import UNITS, play_recap, run_playbook
+from exporter_client import UNITS
+from playbooks import play_recap, run_playbook
 from testinfra.host import Host
 
 

@@ -7,7 +7,6 @@ import json
 import os
 import re
 import subprocess
-import sys
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from typing import Any
 
 import pytest
 import yaml
+from playbooks import run_playbook
 from testinfra.host import Host
 
 PROMETHEUS_PORT = 9090
@@ -89,16 +89,6 @@ class Monitoring:
 
 def run_converge(pytestconfig: pytest.Config, **extra_vars: Any) -> subprocess.CompletedProcess:
     """Runs the scenario's converge playbook as molecule does, with these extra vars."""
-    scenario = Path(os.environ["MOLECULE_SCENARIO_DIRECTORY"])
-    playbook = str(Path(sys.executable).parent / "ansible-playbook")
-    argv = [playbook, "--inventory", pytestconfig.getoption("ansible_inventory")]
-    argv += ["--extra-vars", json.dumps(extra_vars), str(scenario / "converge.yml")]
-    return subprocess.run(
-        argv,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-        cwd=os.environ.get("MOLECULE_PROJECT_DIRECTORY"),
-        env={**os.environ, "ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0"},
+    return run_playbook(
+        pytestconfig, "converge.yml", "--extra-vars", json.dumps(extra_vars), timeout=600
     )

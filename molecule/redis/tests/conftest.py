@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-import os
-import re
 import shlex
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 import testinfra
@@ -102,32 +97,6 @@ def wait_until(what: str, check: Callable[[], object], timeout: float, every: fl
         if time.monotonic() > deadline:
             raise AssertionError(f"gave up after {timeout:.0f} s waiting until {what}")
         time.sleep(every)
-
-
-def play_recap(output: str) -> dict[str, dict[str, int]]:
-    """Machine name -> counters (ok, changed, failed, ...) from an ansible-playbook recap."""
-    recap = {}
-    plain = re.sub(r"\x1b\[[0-9;]*m", "", output)
-    for name, counters in re.findall(r"^\s*(\S+)\s*:\s*(ok=\d+.*)$", plain, re.MULTILINE):
-        recap[name] = {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", counters)}
-    return recap
-
-
-def run_converge(pytestconfig: pytest.Config, *extra: str) -> subprocess.CompletedProcess:
-    """Runs the scenario's converge playbook as molecule does, with the same settings."""
-    scenario = Path(os.environ["MOLECULE_SCENARIO_DIRECTORY"])
-    playbook = str(Path(sys.executable).parent / "ansible-playbook")
-    argv = [playbook, "--inventory", pytestconfig.getoption("ansible_inventory")]
-    argv += [*extra, str(scenario / "converge.yml")]
-    return subprocess.run(
-        argv,
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
-        cwd=os.environ.get("MOLECULE_PROJECT_DIRECTORY"),
-        env={**os.environ, "ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0"},
-    )
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,8 @@ import time
 from dataclasses import dataclass
 
 import pytest
-from conftest import KEY_PREFIX, MASTER_NAME, Cluster, Machine, play_recap, run_converge, wait_until
+from conftest import KEY_PREFIX, MASTER_NAME, Cluster, Machine, wait_until
+from playbooks import play_recap, run_playbook
 
 PROMOTION_TIMEOUT = 60  # seconds for the Sentinels to promote a replica
 REJOIN_TIMEOUT = 60  # seconds for the old primary to come back as a replica
@@ -197,7 +198,7 @@ def test_redis_recorded_the_new_roles_in_its_own_config(drill: Drill) -> None:
 def test_converge_after_the_failover_changes_nothing(
     pytestconfig: pytest.Config, cluster: Cluster, drill: Drill
 ) -> None:
-    played = run_converge(pytestconfig)
+    played = run_playbook(pytestconfig)
     output = played.stdout + played.stderr
     assert played.returncode == 0, output[-4000:]
     recap = play_recap(played.stdout)

@@ -3,7 +3,7 @@
 import json
 
 import pytest
-from conftest import play_recap, run_converge
+from playbooks import play_recap, run_playbook
 
 CASES = {
     "no password": ({"redis_app_password": None}, "redis_app_password is missing or too weak"),
@@ -27,7 +27,9 @@ CASES = {
 def test_bad_value_fails_before_any_change(
     pytestconfig: pytest.Config, bad_value: dict, message: str
 ) -> None:
-    played = run_converge(pytestconfig, "--limit", "redis1", "--extra-vars", json.dumps(bad_value))
+    played = run_playbook(
+        pytestconfig, "converge.yml", "--limit", "redis1", "--extra-vars", json.dumps(bad_value)
+    )
     output = " ".join((played.stdout + played.stderr).split()).replace("''", "'")
     assert played.returncode != 0, output[-3000:]
     assert message in output, output[-3000:]
