@@ -173,6 +173,15 @@ def edge(tail: str, head: str, **extra: str) -> str:
     return f"    {quote(tail)} -> {quote(head)} {attributes(**extra)};"
 
 
+def peer_edges(hosts: list[str], **looks: str) -> list[str]:
+    """Two-way edges between every pair of the hosts (peers of one tier)."""
+    return [
+        edge(one, other, dir="both", constraint="false", **looks)
+        for index, one in enumerate(hosts)
+        for other in hosts[index + 1 :]
+    ]
+
+
 def graph(inv: Inventory) -> str:
     app = role_defaults("app")
     nginx = role_defaults("nginx")
@@ -291,19 +300,7 @@ def graph(inv: Inventory) -> str:
     for vip in vip_nodes:
         for host in balancers:
             lines.append(edge(vip, host, label="held by one", style="dashed", color="#b58900"))
-    for index, one in enumerate(balancers):
-        for other in balancers[index + 1 :]:
-            lines.append(
-                edge(
-                    one,
-                    other,
-                    label="VRRP adverts",
-                    dir="both",
-                    style="dashed",
-                    color="#b58900",
-                    constraint="false",
-                )
-            )
+    lines += peer_edges(balancers, label="VRRP adverts", style="dashed", color="#b58900")
     # nginx proxies to every app machine; every app machine uses Redis and the Sentinels.
     for host in balancers:
         for backend in apps:
@@ -318,19 +315,9 @@ def graph(inv: Inventory) -> str:
                 f"/ :{inv.setting(store, 'redis_sentinel_port', redis)}"
             )
             lines.append(edge(host, store, label=ports, color="#a94442"))
-    for index, one in enumerate(redises):
-        for other in redises[index + 1 :]:
-            lines.append(
-                edge(
-                    one,
-                    other,
-                    label="Sentinel gossip, replication",
-                    dir="both",
-                    style="dotted",
-                    color="#a94442",
-                    constraint="false",
-                )
-            )
+    lines += peer_edges(
+        redises, label="Sentinel gossip, replication", style="dotted", color="#a94442"
+    )
     # Prometheus scrapes the exporters and the app of the other machines (itself: not drawn).
     for monitor in monitors:
         plan = scrape_plan(inv, monitor)
