@@ -181,42 +181,54 @@ def test_a_session_made_on_one_app_machine_is_read_on_the_other(client: Host) ->
     assert "written on one" in other["body"], other
 
 
+def vip_drill(
+    machine: MachineGetter,
+    client: Host,
+    what: str,
+    break_master: Callable[[str], object],
+    restore_master: Callable[[str], object],
+    settle: float = 60,
+) -> None:
+    """Breaks the VIP holder under a looping client, checks the VIP moves and requests
+    resume, restores the holder, and waits until one balancer holds the VIP again."""
+    master = only_one_holder(machine, timeout=settle)
+    try:
+        with Loop(client, "/hello") as loop:
+            break_master(master)
+            moved = wait_until(lambda: vip_holders(machine) not in ([], [master]), timeout=30)
+    finally:
+        restore_master(master)
+    report = loop.report
+    assert moved is not None, "the VIP did not move"
+    figure(
+        f"{what.format(master=master)}: VIP moved in {moved:.1f}s; longest gap "
+        f"{report['longest_gap']}s, {report['failures']} of {report['requests']} requests failed"
+    )
+    assert report["failures"] < report["requests"] / 2, report
+    only_one_holder(machine, timeout=90)
+
+
 def test_losing_a_balancer_moves_the_vip_and_requests_resume(
     machine: MachineGetter, client: Host
 ) -> None:
-    master = only_one_holder(machine)
-    try:
-        with Loop(client, "/hello") as loop:
-            docker("stop", f"{LAB}-{master}")
-            moved = wait_until(lambda: vip_holders(machine) not in ([], [master]), timeout=30)
-    finally:
-        restart_machine(machine, master)
-    report = loop.report
-    assert moved is not None, "the VIP did not move"
-    figure(
-        f"balancer {master} stopped: VIP moved in {moved:.1f}s; longest gap "
-        f"{report['longest_gap']}s, {report['failures']} of {report['requests']} requests failed"
+    vip_drill(
+        machine,
+        client,
+        "balancer {master} stopped",
+        break_master=lambda master: docker("stop", f"{LAB}-{master}"),
+        restore_master=lambda master: restart_machine(machine, master),
     )
-    assert report["failures"] < report["requests"] / 2, report
-    only_one_holder(machine, timeout=90)
 
 
 def test_losing_nginx_on_the_master_moves_the_vip(machine: MachineGetter, client: Host) -> None:
-    master = only_one_holder(machine, timeout=90)
-    try:
-        with Loop(client, "/hello") as loop:
-            machine(master).run("systemctl stop nginx")
-            moved = wait_until(lambda: vip_holders(machine) not in ([], [master]), timeout=30)
-    finally:
-        machine(master).run("systemctl start nginx")
-    report = loop.report
-    assert moved is not None, "the VIP did not move"
-    figure(
-        f"nginx stopped on {master}: VIP moved in {moved:.1f}s; longest gap "
-        f"{report['longest_gap']}s, {report['failures']} of {report['requests']} requests failed"
+    vip_drill(
+        machine,
+        client,
+        "nginx stopped on {master}",
+        break_master=lambda master: machine(master).run("systemctl stop nginx"),
+        restore_master=lambda master: machine(master).run("systemctl start nginx"),
+        settle=90,
     )
-    assert report["failures"] < report["requests"] / 2, report
-    only_one_holder(machine, timeout=90)
 
 
 def test_losing_an_app_machine_fails_no_get(machine: MachineGetter, client: Host) -> None:
