@@ -34,6 +34,20 @@ def test_kernel_and_limits_are_set(machine: Callable[[str], Host], name: str) ->
     sysctl = host.file("/etc/sysctl.d/60-common.conf")
     assert sysctl.contains("^net.core.somaxconn = 4096$")
     assert sysctl.contains("^net.ipv4.tcp_tw_reuse = 1$")
+    assert sysctl.contains("^net.ipv4.ip_local_port_range = 1024 65000$")
+    assert sysctl.contains("^fs.file-max = ")
+    # A container cannot apply kernel settings; the lab sets the net.* ones when it creates
+    # the machine. They must be live, with the values the role wrote.
+    written = dict(
+        line.split(" = ", 1) for line in sysctl.content_string.splitlines() if " = " in line
+    )
+    live = {
+        key: " ".join(host.check_output(f"sysctl -n {key}").split())
+        for key in written
+        if key.startswith("net.")
+    }
+    assert live == {key: written[key] for key in live}
+    assert len(live) >= 4, f"too few net.* settings checked: {sorted(live)}"
     limit = host.run("systemctl show -p DefaultLimitNOFILESoft --value").stdout.strip()
     assert limit == "65536", "systemd was not re-executed with the new default limit"
     assert host.file("/etc/systemd/journald.conf.d/50-webstack.conf").contains("SystemMaxUse=512M")
@@ -68,6 +82,13 @@ def test_client_reaches_balancer_web_port(machine: Callable[[str], Host]) -> Non
     """Port 80 of the balancer is open to anyone: with nothing listening there yet, the
     client is refused at once, where a dropped port would time out."""
     assert tcp_probe(machine("client1"), LB, 80) == REFUSED
+
+
+def test_ssh_only_from_the_admin_network(machine: Callable[[str], Host]) -> None:
+    """SSH answers the controller (the admin network; the next test logs in to every
+    machine) and no machine of the lab: port 22 is dropped, not refused."""
+    assert tcp_probe(machine("lb1"), APP, 22) == TIMED_OUT
+    assert tcp_probe(machine("client1"), LB, 22) == TIMED_OUT
 
 
 def test_ssh_still_reaches_every_machine(machine: Callable[[str], Host]) -> None:
