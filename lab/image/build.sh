@@ -8,7 +8,7 @@
 # reuses the first in a second and a changed recipe builds anew. The image is also tagged
 # LAB_IMAGE (default webstack/bookworm-systemd:latest), the name the lab and molecule use.
 # systemd stops cleanly on SIGRTMIN+3: `docker import` cannot record a STOPSIGNAL, so the
-# lab sets it on every container it creates (lab/tasks/machine.yml).
+# lab sets it on every container it creates (lab/roles/lab_machines/tasks/present.yml).
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
