@@ -1,13 +1,16 @@
 """Reaching the balancers as a pair: SSH to each, docker to stop and start whole machines.
 
 Each machine is reached with an SSH connection of its own (one master connection per machine,
-dropped within 3 s when the machine dies), so a stopped machine never hangs a test.
+dropped within 3 s when the machine dies), so a stopped machine never hangs a test. A machine
+that is being stopped or killed is looked at through docker instead, until docker says its
+container has stopped: its sshd goes away before its network does.
 """
 
 import os
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from subprocess import DEVNULL
 
 import pytest
 import testinfra
@@ -28,6 +31,10 @@ class Balancer:
     address: str
     key: str
     up: bool = True
+    # The `docker stop` (or `docker wait`, after a kill) that has not returned yet.
+    going_down: subprocess.Popen | None = None
+    # How many times it was seen through docker while going down (the last take_down).
+    seen_going_down: int = 0
     host: testinfra.host.Host = field(init=False)
 
     def __post_init__(self) -> None:
@@ -45,15 +52,55 @@ class Balancer:
     def container(self) -> str:
         return f"molecule-{SCENARIO}-{self.name}"
 
+    def take_down(self, crash: bool = False) -> None:
+        """Stop the machine's container cleanly (docker stop), or kill it (a crash), and
+        return at once; the machine counts as up until docker says the container stopped."""
+        self.forget_connection()
+        self.seen_going_down = 0
+        if crash:
+            subprocess.run(
+                ["docker", "kill", self.container], check=True, timeout=60, stdout=DEVNULL
+            )
+        command = "wait" if crash else "stop"
+        self.going_down = subprocess.Popen(["docker", command, self.container], stdout=DEVNULL)
+
+    def is_down(self) -> bool:
+        """Whether the machine is down (for a machine being taken down: docker has returned)."""
+        if self.going_down is not None and self.going_down.poll() is not None:
+            self.going_down = None
+            self.up = False
+        return not self.up
+
+    def wait_down(self, timeout: float = 60) -> None:
+        """Wait until a machine being taken down is down."""
+        if self.going_down is not None:
+            self.going_down.wait(timeout=timeout)
+        self.is_down()
+
     def addresses(self) -> set[str]:
         """The IPv4 addresses the machine holds now (empty when it is down)."""
-        if not self.up:
+        if self.is_down():
             return set()
-        out = self.host.check_output("ip -4 -br addr show")
+        if self.going_down is None:
+            out = self.host.check_output("ip -4 -br addr show")
+        else:
+            # Being taken down: sshd may be gone, the network namespace not yet. docker exec
+            # works until the container's processes are gone, and its network with them.
+            seen = subprocess.run(
+                ["docker", "exec", self.container, "ip", "-4", "-br", "addr", "show"],
+                capture_output=True,
+                text=True,
+                timeout=10,
+                check=False,
+            )
+            out = seen.stdout if seen.returncode == 0 else ""
+            self.seen_going_down += seen.returncode == 0
         return {word.split("/")[0] for line in out.splitlines() for word in line.split()[2:]}
 
     def journal(self, unit: str = "keepalived", lines: int = 25) -> str:
-        return journal(self.host, unit, lines) if self.up else f"({self.name} is down)"
+        if self.is_down() or self.going_down is not None:
+            return f"({self.name} is down or going down)"
+        return journal(self.host, unit, lines)
 
     def forget_connection(self) -> None:
         """Close the SSH master connection (before the machine goes away)."""

@@ -2,6 +2,8 @@
 
 The tests run in order and each leaves the pair healthy for the next. Every failover is timed
 (looking at both machines every 0.2 s) and printed, and all timings are printed again at the end.
+After every transition both machines are watched for 3 adverts and a margin (a machine that
+missed the change would claim a VIP by then), a machine being stopped until it is down.
 """
 
 import subprocess
@@ -17,6 +19,10 @@ from pair import CAP, STEP, Balancer, waited
 BOUND = 10.0
 # Machines take this long at most to boot and answer SSH again.
 BOOT = 90.0
+# docker stop returns within this many seconds (its 10 s grace period, then a kill).
+STOPPED = 30.0
+# Seconds watched after a transition beyond 3 adverts.
+MARGIN = 3.0
 
 measured: dict[str, float] = {}
 
@@ -46,6 +52,12 @@ def vips(settings: dict) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
+def watch(settings: dict) -> float:
+    """Seconds to watch after a transition: 3 adverts, then a margin."""
+    return 3 * float(settings.get("keepalived_advert_int", 1)) + MARGIN
+
+
+@pytest.fixture(scope="module")
 def preempt(settings: dict) -> tuple[str, float]:
     return settings.get("keepalived_preempt", "delay"), float(
         settings.get("keepalived_preempt_delay", 60)
@@ -57,6 +69,7 @@ def healthy_at_the_end(balancers: dict[str, Balancer]) -> Iterator[None]:
     """Whatever happens, leave both machines running with nginx started; print the timings."""
     yield
     for balancer in balancers.values():
+        balancer.wait_down()
         if not balancer.up:
             start_machine(balancer)
         balancer.host.run("systemctl start nginx")
@@ -79,18 +92,23 @@ def explain(balancers: dict[str, Balancer], vips: dict[str, str]) -> Callable:
     def text() -> str:
         parts = [f"VIPs held: {layout(balancers, vips)}"]
         for b in balancers.values():
-            if b.up:
-                parts.append(f"--- {b.name} journal:\n{b.journal()}")
+            parts.append(f"--- {b.name} journal:\n{b.journal()}")
         return "\n".join(parts)
 
     return text
 
 
-def settle(balancers: dict[str, Balancer], vips: dict[str, str], want: dict[str, str]) -> None:
-    """For 2 s after a transition, every VIP is on exactly the wanted machine, never on two."""
-    for _ in range(10):
+def settle(balancers, vips, want: dict[str, str], watch: float) -> None:
+    """For `watch` seconds after a transition, and until every machine being taken down is
+    down, every VIP is on exactly the wanted machine, never on two."""
+    start = time.monotonic()
+    while time.monotonic() - start < watch or any(b.going_down for b in balancers.values()):
         now = layout(balancers, vips)
-        assert now == {name: [want[name]] for name in vips}, now
+        assert now == {name: [want[name]] for name in vips}, (
+            f"{time.monotonic() - start:.1f} s after the transition: {now}"
+        )
+        if time.monotonic() - start > watch + STOPPED:
+            pytest.fail(f"docker did not stop a machine within {watch + STOPPED:.0f} s")
         time.sleep(STEP)
 
 
@@ -133,7 +151,7 @@ def answers(vip: str) -> str:
         return f"no answer ({error})"
 
 
-def comes_back(balancers, vips, preempt, since: float, want_back, stay, what: str) -> None:
+def comes_back(balancers, vips, preempt, watch, since: float, want_back, stay, what) -> None:
     """After a recovery at `since`: the VIPs go back to want_back, or stay, per the policy."""
     mode, delay = preempt
     if mode == "nopreempt":
@@ -149,21 +167,21 @@ def comes_back(balancers, vips, preempt, since: float, want_back, stay, what: st
     if mode == "delay":
         # Not before the delay has passed: a flapping machine does not bounce the VIP.
         assert seconds >= delay, f"took the VIP back after {seconds:.1f} s, before {delay} s"
-    settle(balancers, vips, want_back)
+    settle(balancers, vips, want_back, watch)
 
 
-def test_each_vip_is_on_exactly_one_machine(balancers, vips, preempt) -> None:
+def test_each_vip_is_on_exactly_one_machine(balancers, vips, preempt, watch) -> None:
     # After the first start the pair may need the preemption delay to settle on priorities.
     want = {"VI_1": "lb1", "VI_2": "lb2"}
     want = {name: want[name] for name in vips}
     timeout = preempt[1] + CAP
     waited(held_by(balancers, vips, want), timeout, explain(balancers, vips))
-    settle(balancers, vips, want)
+    settle(balancers, vips, want, watch)
     for name, vip in vips.items():
         assert answers(vip) == want[name]
 
 
-def test_nginx_failure_moves_the_vip(balancers, vips, preempt) -> None:
+def test_nginx_failure_moves_the_vip(balancers, vips, watch) -> None:
     lb1, lb2 = balancers["lb1"], balancers["lb2"]
     wall = time.time()
     start = time.monotonic()
@@ -173,7 +191,7 @@ def test_nginx_failure_moves_the_vip(balancers, vips, preempt) -> None:
     seconds = time.monotonic() - start
     record("nginx stopped on the master", seconds)
     assert seconds < BOUND
-    settle(balancers, vips, want)
+    settle(balancers, vips, want, watch)
     # The notify script logged both sides of the change to the journal.
     waited(lambda: notified(lb1, wall, "VI_1 is now FAULT"), 5, lambda: lb1.journal(lines=40))
     waited(lambda: notified(lb2, wall, "VI_1 is now MASTER"), 5, lambda: lb2.journal(lines=40))
@@ -181,57 +199,60 @@ def test_nginx_failure_moves_the_vip(balancers, vips, preempt) -> None:
     waited(lambda: answers(vips["VI_1"]) == "lb2", 5, lambda: answers(vips["VI_1"]))
 
 
-def test_nginx_recovery_follows_the_preemption_policy(balancers, vips, preempt) -> None:
+def test_nginx_recovery_follows_the_preemption_policy(balancers, vips, preempt, watch) -> None:
     since = time.monotonic()
     balancers["lb1"].host.check_output("systemctl start nginx")
     stay = dict.fromkeys(vips, "lb2")
     back = {"VI_1": "lb1", "VI_2": "lb2"}
     back = {name: back[name] for name in vips}
     what = "VIP back on lb1 after its nginx started again"
-    comes_back(balancers, vips, preempt, since, back, stay, what)
+    comes_back(balancers, vips, preempt, watch, since, back, stay, what)
 
 
-def test_stopping_the_master_machine_moves_the_vip(balancers, vips, preempt) -> None:
+def test_stopping_the_master_machine_moves_the_vip(balancers, vips, preempt, watch) -> None:
     master = balancers[holders(balancers, vips["VI_1"])[0]]
     other = next(b for b in balancers.values() if b is not master)
     before = layout(balancers, vips)
-    master.forget_connection()
     start = time.monotonic()
-    stopping = subprocess.Popen(["docker", "stop", master.container], stdout=subprocess.DEVNULL)
-    master.up = False
+    master.take_down()  # docker stop: a clean shutdown; the master is watched until it is down
     want = dict.fromkeys(vips, other.name)
+    what = f"machine {master.name} stopped (clean shutdown)"
     try:
         waited(held_by(balancers, vips, want), CAP, explain(balancers, vips))
-        record(f"machine {master.name} stopped (clean shutdown)", time.monotonic() - start)
-        assert measured[f"machine {master.name} stopped (clean shutdown)"] < BOUND
-        settle(balancers, vips, want)
+        record(what, time.monotonic() - start)
+        assert measured[what] < BOUND
+        settle(balancers, vips, want, watch)
     finally:
-        stopping.wait(timeout=60)
+        master.wait_down()
+    print(f"{master.name} was seen {master.seen_going_down} times until docker stop returned")
     since = start_machine(master)
     back = {name: holder[0] for name, holder in before.items()}
     what = f"VIP back on {master.name} after its start"
-    comes_back(balancers, vips, preempt, since, back, want, what)
+    comes_back(balancers, vips, preempt, watch, since, back, want, what)
 
 
-def test_a_crashed_machine_loses_its_vip(balancers, vips, preempt) -> None:
+def test_a_crashed_machine_loses_its_vip(balancers, vips, preempt, watch) -> None:
     # Kill (no clean shutdown, no goodbye advert) the holder of the last VIP: the peer takes
     # over once it has missed three adverts.
     last = list(vips)[-1]
     victim = balancers[holders(balancers, vips[last])[0]]
     other = next(b for b in balancers.values() if b is not victim)
     before = layout(balancers, vips)
-    victim.forget_connection()
     wall = time.time()
     start = time.monotonic()
-    subprocess.run(["docker", "kill", victim.container], check=True, stdout=subprocess.DEVNULL)
-    victim.up = False
+    victim.take_down(crash=True)
     want = dict.fromkeys(vips, other.name)
-    waited(held_by(balancers, vips, want), CAP, explain(balancers, vips))
-    record(f"machine {victim.name} killed (crash)", time.monotonic() - start)
-    assert measured[f"machine {victim.name} killed (crash)"] < BOUND
-    settle(balancers, vips, want)
+    what = f"machine {victim.name} killed (crash)"
+    try:
+        waited(held_by(balancers, vips, want), CAP, explain(balancers, vips))
+        record(what, time.monotonic() - start)
+        assert measured[what] < BOUND
+        settle(balancers, vips, want, watch)
+    finally:
+        victim.wait_down()
+    print(f"{victim.name} was seen {victim.seen_going_down} times until its container ended")
     assert notified(other, wall, f"{last} is now MASTER")
     since = start_machine(victim)
     back = {name: holder[0] for name, holder in before.items()}
     what = f"VIP back on {victim.name} after its start"
-    comes_back(balancers, vips, preempt, since, back, want, what)
+    comes_back(balancers, vips, preempt, watch, since, back, want, what)

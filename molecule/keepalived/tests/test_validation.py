@@ -1,0 +1,98 @@
+"""A bad value stops the role before it changes anything, with a message that says what to fix.
+
+Each case runs the converge playbook on lb1 only (the checks read the peers' settings from the
+inventory, so --limit hides nothing) with one bad value as an extra var: the run must fail in
+the role's checks, before its first task that can change a machine. The first case gathers
+lb1's facts and caches them; the others reuse them, so each run is little more than the checks.
+"""
+
+import json
+import os
+import shutil
+from collections.abc import Iterator
+
+import pytest
+from playbooks import play_recap, run_playbook
+
+# The first task of the role that can change a machine; a failed check must come before it.
+FIRST_CHANGE = "TASK [keepalived : Install keepalived"
+
+# Case -> (bad value, what the message must say: the variable and what to change).
+CASES = {
+    "duplicate priorities": (
+        {"keepalived_priority": 150},  # an extra var: every balancer gets 150
+        [
+            "Priorities {'lb1': 150, 'lb2': 150} must lie in 1-254 and be unique in the group 'lb'",
+            "set a different keepalived_priority in each balancer's host_vars",
+        ],
+    ),
+    "a VIP outside the interface's subnet": (
+        {"keepalived_vip": "10.99.0.1/24"},
+        [
+            "VIP 10.99.0.1/24 (VI_1) must be",
+            "a usable host address of eth0's subnet 10.78.5.0/24",
+            "change keepalived_vip",
+        ],
+    ),
+    "a router id out of range": (
+        {"keepalived_virtual_router_id": 300},
+        ["Virtual router ids 300, 52 must lie in 1-255", "change keepalived_virtual_router_id"],
+    ),
+    "no unicast peers": (
+        {"keepalived_unicast_peers": []},
+        ["keepalived_unicast_peers [] must list every other balancer of 'lb' (10.78.5.12)"],
+    ),
+    "a unicast peers list without the other balancer": (
+        {"keepalived_unicast_peers": ["10.78.5.13"]},
+        [
+            "keepalived_unicast_peers ['10.78.5.13'] must list every other balancer"
+            " of 'lb' (10.78.5.12)"
+        ],
+    ),
+    "a router id that is not a number": (
+        {"keepalived_virtual_router_id": "fifty-one"},
+        [
+            "Validation of arguments failed",
+            "argument 'keepalived_virtual_router_id' is of type str"
+            " and we were unable to convert to int",
+        ],
+    ),
+}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def cached_facts() -> Iterator[None]:
+    """Facts gathered once by these runs and reused for 10 minutes (in the scenario's cache)."""
+    cache = os.path.join(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"], "validation-facts")
+    shutil.rmtree(cache, ignore_errors=True)  # gathered afresh by each test session
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("ANSIBLE_GATHERING", "smart")
+        patch.setenv("ANSIBLE_CACHE_PLUGIN", "ansible.builtin.jsonfile")
+        patch.setenv("ANSIBLE_CACHE_PLUGIN_CONNECTION", cache)
+        patch.setenv("ANSIBLE_CACHE_PLUGIN_TIMEOUT", "600")
+        yield
+
+
+@pytest.mark.parametrize("bad_value, messages", CASES.values(), ids=CASES.keys())
+def test_bad_value_fails_before_any_change(
+    pytestconfig: pytest.Config, bad_value: dict, messages: list[str]
+) -> None:
+    played = run_playbook(
+        pytestconfig,
+        "converge.yml",
+        "--limit",
+        "lb1",
+        "--extra-vars",
+        json.dumps(bad_value),
+        timeout=120,
+    )
+    output = " ".join((played.stdout + played.stderr).split()).replace("''", "'")
+    assert played.returncode != 0, output[-3000:]
+    for message in messages:
+        assert message in output, output[-3000:]
+    # Stopped by a check: no task that can change a machine ran, on any machine.
+    assert FIRST_CHANGE not in output, output[-3000:]
+    recap = play_recap(played.stdout)
+    assert set(recap) == {"lb1"}, recap
+    assert all(counters["changed"] == 0 for counters in recap.values()), recap
+    assert recap["lb1"]["failed"] == 1, recap
