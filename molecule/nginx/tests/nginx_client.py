@@ -139,3 +139,13 @@ def wait_until_both_apps_serve(timeout: float = 120) -> set:
             return seen
         time.sleep(0.3)
     return seen
+
+
+def access_log_entry(host: testinfra.host.Host, request_id: str) -> dict:
+    """The balancer's access log line of a request (the log is flushed every second)."""
+    for _ in range(20):
+        found = host.run(f"grep -F {request_id} /var/log/nginx/access.log").stdout
+        if found:
+            return json.loads(found.splitlines()[-1])
+        time.sleep(0.5)
+    raise AssertionError(f"request id {request_id} not in the balancer's access log")

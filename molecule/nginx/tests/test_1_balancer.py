@@ -5,7 +5,8 @@ import socket
 
 import pytest
 import testinfra
-from nginx_client import LB
+import yaml
+from nginx_client import LB, PROJECT
 
 testinfra_hosts = ["lb1"]
 
@@ -98,12 +99,24 @@ def test_sized_for_ten_thousand_clients(host: testinfra.host.Host) -> None:
         # Each connection is a file: 10,000 proxied clients are 20,000 connections.
         assert soft == expected and soft >= 20000, limits
     sysctl = host.file("/etc/sysctl.d/60-nginx.conf").content_string
-    for setting in (
-        "net.core.somaxconn = 4096",
-        "net.ipv4.tcp_tw_reuse = 1",
-        "fs.file-max = 2097152",
-    ):
+    for setting in ("net.core.somaxconn = 4096", "net.ipv4.tcp_tw_reuse = 1"):
         assert setting in sysctl
+
+
+def test_kernel_settings_agree_with_role_common(host: testinfra.host.Host) -> None:
+    """On a balancer both files are read (60-common.conf, then 60-nginx.conf): a key in both
+    must have one value, or the later file silently wins over what role common meant."""
+    common = yaml.safe_load((PROJECT / "roles/common/defaults/main.yml").read_text())
+    wanted = {key: str(value) for key, value in common["common_sysctl_settings"].items()}
+    written = dict(
+        line.split(" = ", 1)
+        for line in host.file("/etc/sysctl.d/60-nginx.conf").content_string.splitlines()
+        if " = " in line and not line.startswith("#")
+    )
+    shared = set(wanted) & set(written)
+    assert "fs.file-max" in shared and "net.core.somaxconn" in shared, sorted(written)
+    conflicts = {key: (written[key], wanted[key]) for key in shared if written[key] != wanted[key]}
+    assert not conflicts, f"nginx vs common: {conflicts}"
 
 
 def test_service_is_hardened(host: testinfra.host.Host) -> None:

@@ -73,12 +73,27 @@ def test_losing_an_app_machine_fails_no_get() -> None:
     assert wait_until_both_apps_serve(timeout=180) >= set(APPS)
 
 
-def test_a_drained_machine_gets_no_requests_and_comes_back() -> None:
+def nginx_processes(host: testinfra.host.Host) -> tuple[str, set[str]]:
+    """The master's PID and the PIDs of its workers."""
+    master = host.file("/run/nginx.pid").content_string.strip()
+    pgrep = f"pgrep -P {master} -u www-data -f '^nginx: worker process$'"
+    workers = set(host.run(pgrep).stdout.split())
+    return master, workers
+
+
+def test_a_drained_machine_gets_no_requests_and_comes_back(host: testinfra.host.Host) -> None:
+    master, workers = nginx_processes(host)
+    assert workers, "no nginx worker"
     drain = ansible_playbook("drain.yml", "-e", "drain_host=app2", "-e", "drained=true")
     assert drain.returncode == 0, drain.stdout[-3000:]
     try:
         served_by = {get().served_by for _ in range(12)}
         assert served_by == {"app1"}
+        # The new upstream went live by a reload: the same master, a new set of workers.
+        assert host.file("/etc/nginx/webstack/backends.conf").contains("down;")
+        reloaded_master, new_workers = nginx_processes(host)
+        assert reloaded_master == master, "nginx was restarted, not reloaded"
+        assert new_workers and not new_workers & workers, "the workers were not replaced"
     finally:
         back = ansible_playbook("drain.yml", "-e", "drain_host=app2", "-e", "drained=false")
     assert back.returncode == 0, back.stdout[-3000:]
