@@ -35,7 +35,10 @@ def test_kernel_and_limits_are_set(machine: Callable[[str], Host], name: str) ->
     assert sysctl.contains("^net.core.somaxconn = 4096$")
     assert sysctl.contains("^net.ipv4.tcp_tw_reuse = 1$")
     assert sysctl.contains("^net.ipv4.ip_local_port_range = 1024 65000$")
-    assert sysctl.contains("^fs.file-max = ")
+    # Raised to 1048576 at least, never lowered below what the kernel had (a container reads
+    # the host's value).
+    file_max = int(sysctl.content_string.split("fs.file-max = ", 1)[1].split()[0])
+    assert file_max == max(1048576, int(host.file("/proc/sys/fs/file-max").content_string))
     # A container cannot apply kernel settings; the lab sets the net.* ones when it creates
     # the machine. They must be live, with the values the role wrote.
     written = dict(
