@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import signal
 import subprocess
 import sys
 import threading
@@ -292,6 +293,78 @@ def test_session_survives_a_redis_restart(tmp_path, browser):
         assert browser.get(f"{url}/api/session").json() == before
         assert 'id="visits">2<' in browser.get(f"{url}/").text
         assert browser.cookies["webstack_session"] == cookie
+    finally:
+        server.stop()
+        store.stop()
+
+
+REDIS_TIMEOUT = 0.5  # WEBSTACK_REDIS_TIMEOUT of the hung-Redis test
+REDIS_RETRIES = 1  # WEBSTACK_REDIS_RETRIES of the hung-Redis test
+SLACK = 0.5  # seconds a busy test machine may add to an answer
+
+
+def timed(request, *args, **kwargs) -> tuple[requests.Response, float, float]:
+    """The response, and when the request started and ended (time.monotonic)."""
+    started = time.monotonic()
+    response = request(*args, **kwargs)
+    return response, started, time.monotonic()
+
+
+def test_a_hung_redis_fails_fast_and_blocks_no_other_request(tmp_path, browser):
+    # SIGSTOP: Redis's kernel still accepts connections, but nothing answers (a hung or
+    # overloaded server, not a refusing one): only the app's socket timeouts can save it.
+    store = RedisServer(tmp_path / "redis").start()
+    server = GunicornServer(
+        app_env(
+            store.address,
+            WEBSTACK_INSTANCE_NAME="app-d",
+            WEBSTACK_REDIS_TIMEOUT=str(REDIS_TIMEOUT),
+            WEBSTACK_REDIS_RETRIES=str(REDIS_RETRIES),
+        ),
+        tmp_path,
+        "-w",
+        "1",
+    )
+    try:
+        server.start()
+        url = server.url
+        assert browser.post(f"{url}/api/session/notes", json={"note": "kept"}).status_code == 201
+        assert http_get(f"{url}/readyz").status_code == 200
+        cookie = {"webstack_session": browser.cookies["webstack_session"]}
+        assert store.process is not None
+        store.process.send_signal(signal.SIGSTOP)
+        try:
+            with ThreadPoolExecutor(max_workers=2) as pool:
+                ready = pool.submit(timed, http_get, f"{url}/readyz")
+                session = pool.submit(timed, http_get, f"{url}/api/session", cookies=cookie)
+                time.sleep(0.1)
+                hello, started, ended = timed(http_get, f"{url}/hello", timeout=5)
+                waiting = not ready.done() and not session.done()
+                ready_response, ready_start, ready_end = ready.result(timeout=30)
+                session_response, session_start, session_end = session.result(timeout=30)
+        finally:
+            store.process.send_signal(signal.SIGCONT)
+
+        assert hello.status_code == 200
+        assert ended - started < 0.5, f"/hello took {ended - started:.2f}s while Redis hung"
+        assert waiting, "/readyz or /api/session answered before /hello: nothing overlapped"
+        # /readyz: PING, then one immediate retry, each bounded by the timeout.
+        assert ready_response.status_code == 503, ready_response.text
+        assert ready_response.json() == {"status": "unavailable", "redis": "unreachable"}
+        elapsed = ready_end - ready_start
+        assert REDIS_TIMEOUT <= elapsed < 2 * REDIS_TIMEOUT + SLACK, f"/readyz took {elapsed:.2f}s"
+        # /api/session: the command and its retries, each bounded, with at most 250 ms backoff.
+        expect_json_error(session_response, 503, "session_store_unavailable")
+        assert "Set-Cookie" not in session_response.headers
+        elapsed = session_end - session_start
+        bound = (REDIS_RETRIES + 1) * REDIS_TIMEOUT + 0.25 * REDIS_RETRIES + SLACK
+        assert REDIS_TIMEOUT <= elapsed < bound, f"/api/session took {elapsed:.2f}s"
+
+        # Redis answers again: so does the app, with the session intact.
+        wait_until(
+            lambda: http_get(f"{url}/readyz").status_code == 200, 10, "/readyz after SIGCONT"
+        )
+        assert http_get(f"{url}/api/session", cookies=cookie).json()["notes"] == ["kept"]
     finally:
         server.stop()
         store.stop()

@@ -1,6 +1,8 @@
 """The app tier as an operator sees it: a hardened service, on the private address only, ready,
-keeping sessions in Redis; a deploy and a rollback that no looping client noticed; metrics that
-count every worker's requests once and start afresh with the service."""
+keeping sessions in Redis; deploys and a rollback that no looping client noticed, each running
+the release it switched to; the newest releases kept, older ones gone; a deploy that cannot
+become ready failing with the journal; sync workers serving too; metrics that count every
+worker's requests once and start afresh with the service."""
 
 import json
 import re
@@ -149,6 +151,28 @@ def test_code_belongs_to_root(host: Host) -> None:
     assert writable.rc != 0
 
 
+# What the role README and the issue promise, read back from systemd (name -> value).
+HARDENING = {
+    "NoNewPrivileges": "yes",
+    "ProtectSystem": "strict",
+    "ProtectHome": "yes",
+    "PrivateTmp": "yes",
+    "PrivateDevices": "yes",
+    "RestrictAddressFamilies": "AF_INET AF_INET6 AF_UNIX",
+    "ReadWritePaths": "",
+}
+
+
+def test_systemd_applies_each_hardening_directive(host: Host) -> None:
+    shown = host.run(f"systemctl show --property={','.join(HARDENING)} {SERVICE}").stdout
+    got = dict(line.split("=", 1) for line in shown.splitlines() if "=" in line)
+    # systemd lists address families in its own order.
+    got["RestrictAddressFamilies"] = " ".join(
+        sorted(got.get("RestrictAddressFamilies", "").split())
+    )
+    assert got == HARDENING, f"systemd applies {got}"
+
+
 def test_systemd_rates_the_service_hardened(host: Host) -> None:
     report = host.run(f"systemd-analyze security {SERVICE} --no-pager").stdout
     found = re.search(r"Overall exposure level for \S+: ([0-9.]+)", report)
@@ -171,6 +195,9 @@ def check_no_request_failed(report: dict) -> None:
     assert report["before"]["MainPID"] != report["after"]["MainPID"]
     restarted = float(report["after"]["ExecMainStartTimestamp"].lstrip("@"))
     assert seen["first_request"] < restarted < seen["last_request"], report
+    # The new main process runs the release switched to: its interpreter is that venv's.
+    release = report["release_after"]
+    assert f"/releases/{release}/bin/python" in report["command_after"], report["command_after"]
 
 
 def test_deploy_of_a_second_release_fails_no_request(client: Host) -> None:
@@ -180,19 +207,25 @@ def test_deploy_of_a_second_release_fails_no_request(client: Host) -> None:
     check_no_request_failed(report)
 
 
-def test_rollback_fails_no_request_and_runs_the_first_release(host: Host, client: Host) -> None:
+def test_rollback_fails_no_request_and_runs_the_first_release(client: Host) -> None:
     report = switch_report(client, "rollback")
     assert report["release_before"] == f"{report['release_after']}.post1"
     check_no_request_failed(report)
-    assert current_release(host) == report["release_after"]
-    command = host.file(f"/proc/{main_pid(host)}/cmdline").content_string.replace("\0", " ")
-    assert f"/releases/{report['release_after']}/bin/python" in command, command
 
 
-def test_both_releases_are_kept(host: Host, client: Host) -> None:
+def test_deploy_of_a_third_release_fails_no_request(client: Host) -> None:
+    first = switch_report(client, "rollback")["release_after"]
+    report = switch_report(client, "third")
+    assert (report["release_before"], report["release_after"]) == (first, f"{first}.post2")
+    check_no_request_failed(report)
+
+
+def test_only_the_two_newest_releases_are_kept(host: Host, client: Host) -> None:
+    # app_keep_releases: 2 (molecule.yml), after the first, the second and the third release.
     first = switch_report(client, "rollback")["release_after"]
     releases = sorted(host.run(f"ls {BASE}/releases").stdout.split())
-    assert releases == sorted([first, f"{first}.post1"])
+    assert releases == [f"{first}.post1", f"{first}.post2"], f"kept: {releases}"
+    assert current_release(host) == f"{first}.post2"
     for release in releases:
         assert host.file(f"{BASE}/releases/{release}/release.json").exists
 
@@ -201,6 +234,38 @@ def test_rollback_to_an_unknown_release_is_refused_clearly(client: Host, host: H
     refusal = host.file("/var/tmp/app-rollback-refused.txt")
     assert refusal.exists, "the rollback to an unknown release was not refused"
     assert "is not kept on app1" in refusal.content_string
+
+
+def test_a_deploy_that_cannot_become_ready_fails_with_the_journal(host: Host) -> None:
+    # side_effect.yml deployed with a wrong Redis password (app_ready_timeout 10 s).
+    report = host.file("/var/tmp/app-deploy-failed.txt")
+    assert report.exists, "the deploy with a wrong Redis password did not fail"
+    message = report.content_string
+    assert f"did not answer 200 on {URL}/readyz within 10 s" in message, message
+    assert "Its journal ends with:" in message, message
+    journal_lines = [
+        line for line in message.split("Its journal ends with:")[1].splitlines() if line
+    ]
+    assert len(journal_lines) >= 5, f"too few journal lines in the failure:\n{message}"
+    # The journal says why: Redis refused the password.
+    assert any("readiness check failed: AuthenticationError" in x for x in journal_lines), message
+
+
+def test_sync_workers_served_ready_and_with_sessions(host: Host) -> None:
+    report = host.file("/var/tmp/app-sync.json")
+    assert report.exists, "no report of the sync phase: run side_effect first"
+    seen = json.loads(report.content_string)
+    assert seen["readyz"] == [200, {"status": "ok", "redis": "ok"}], seen
+    assert seen["added"][0] == 201, seen
+    assert seen["read"][0] == 200, seen
+    assert seen["read"][1]["notes"] == ["sync"], seen
+    assert any("Using worker: sync" in line for line in seen["journal"]), seen["journal"]
+
+
+def test_gevent_serves_again_after_the_sync_phase(host: Host) -> None:
+    invocation = host.run(f"systemctl show --property=InvocationID --value {SERVICE}").stdout
+    logged = host.run(f"journalctl --no-pager --output=cat _SYSTEMD_INVOCATION_ID={invocation}")
+    assert "Using worker: gevent" in logged.stdout, journal(host, SERVICE)
 
 
 # --- The app's metrics (several workers, one sum) -------------------------------------------
