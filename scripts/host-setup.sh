@@ -47,3 +47,14 @@ if ! docker info >/dev/null 2>&1; then
     die "the Docker engine did not start within 30 s (see above, or $log)"
   fi
 fi
+
+# Every lab machine's systemd (PID 1 of its container) takes inotify instances from the host's
+# per-user budget, 128 by default: the whole topology beside a scenario exhausts it, and
+# containers then boot without sshd ("Failed to create inotify object: Too many open files").
+# Raised only, never lowered, and kept across reboots.
+inotify=/proc/sys/fs/inotify/max_user_instances
+if [ -w "$inotify" ] && [ "$(cat "$inotify")" -lt 1024 ]; then
+  echo "host-setup: raising fs.inotify.max_user_instances to 1024 for the lab's machines"
+  echo 'fs.inotify.max_user_instances = 1024' > /etc/sysctl.d/60-webstack-lab.conf
+  echo 1024 > "$inotify"
+fi
