@@ -2,8 +2,9 @@
 
 Runs on the lab's client machine during the failure drills:
     python3 loop_client.py URL REPORT [--cookie C] [--interval 0.05] [--max-seconds 300]
-SIGTERM ends the loop; the report (JSON) counts requests and failures and gives the longest
-time without a successful answer. Standard library only: the client machine has nothing else.
+SIGTERM ends the loop; the report (JSON) counts requests and failures, gives the longest
+time without a successful answer, and for how long before the end every request succeeded.
+Standard library only: the client machine has nothing else.
 """
 
 import argparse
@@ -41,6 +42,7 @@ def main() -> None:
     last_success = start
     longest_gap = 0.0
     requests = failures = 0
+    last_failure = start
     errors: dict[str, int] = {}
     served_by: dict[str, int] = {}
     while running and time.monotonic() - start < args.max_seconds:
@@ -58,6 +60,7 @@ def main() -> None:
             last_success = now
         except (urllib.error.URLError, OSError) as error:
             failures += 1
+            last_failure = time.monotonic()
             reason = str(getattr(error, "code", None) or getattr(error, "reason", error))
             errors[reason] = errors.get(reason, 0) + 1
         time.sleep(args.interval)
@@ -72,6 +75,7 @@ def main() -> None:
                 "errors": errors,
                 "served_by": served_by,
                 "longest_gap": round(longest_gap, 2),
+                "ok_for_last": round(time.monotonic() - last_failure, 2),
             },
             out,
         )

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import TIMED_OUT, tcp_probe, wait_until
+from conftest import CONNECTED, TIMED_OUT, tcp_probe, wait_until
+from playbooks import play_recap, run_playbook
 from testinfra.host import Host
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -36,6 +37,9 @@ ADDRESS = {
 }
 SECRETS = yaml.safe_load((ROOT / "inventories/lab/group_vars/all/vault.yml").read_text())
 FIGURES: list[str] = []
+# Seconds the looping client runs on after the VIP has moved (plus the Loop's 2 s tail);
+# requests must have resumed within them, leaving at least RESUMED_SECONDS of successes.
+RESUMED_SECONDS = 4
 
 MachineGetter = Callable[[str], Host]
 
@@ -189,21 +193,26 @@ def vip_drill(
     restore_master: Callable[[str], object],
     settle: float = 60,
 ) -> None:
-    """Breaks the VIP holder under a looping client, checks the VIP moves and requests
-    resume, restores the holder, and waits until one balancer holds the VIP again."""
+    """Breaks the VIP holder under a looping client, checks the VIP moves to the other
+    balancer alone and requests resume there, restores the holder, and waits until one
+    balancer holds the VIP again."""
     master = only_one_holder(machine, timeout=settle)
+    other = next(name for name in ("lb1", "lb2") if name != master)
     try:
         with Loop(client, "/hello") as loop:
             break_master(master)
-            moved = wait_until(lambda: vip_holders(machine) not in ([], [master]), timeout=30)
+            moved = wait_until(lambda: vip_holders(machine) == [other], timeout=30)
+            time.sleep(RESUMED_SECONDS)  # the client keeps going on the new holder
     finally:
         restore_master(master)
     report = loop.report
-    assert moved is not None, "the VIP did not move"
+    assert moved is not None, f"the VIP did not move to {other} alone: {vip_holders(machine)}"
     figure(
         f"{what.format(master=master)}: VIP moved in {moved:.1f}s; longest gap "
         f"{report['longest_gap']}s, {report['failures']} of {report['requests']} requests failed"
     )
+    # Requests resumed: every request of the last seconds, after the move, succeeded.
+    assert report["ok_for_last"] >= RESUMED_SECONDS, report
     assert report["failures"] < report["requests"] / 2, report
     only_one_holder(machine, timeout=90)
 
@@ -300,33 +309,100 @@ def test_losing_the_redis_primary_keeps_the_sessions(machine: MachineGetter, cli
     assert "before the failover" in session["body"], session
 
 
-def test_a_rolling_update_fails_no_request(client: Host) -> None:
-    inventory = Path(os.environ["MOLECULE_INVENTORY_FILE"]).parent
+APP_MACHINES = ("app1", "app2")
+
+
+def current_releases(machine: MachineGetter) -> dict[str, str]:
+    """App machine -> the release its `current` link points at."""
+    return {
+        name: machine(name).file("/opt/webstack-app/current").linked_to.rsplit("/", 1)[-1]
+        for name in APP_MACHINES
+    }
+
+
+def drained_on(machine: MachineGetter, app: str) -> list[str]:
+    """The balancers whose live upstream marks `app` drained (down)."""
+    return [
+        lb
+        for lb in ("lb1", "lb2")
+        if machine(lb).run(f"grep -q '# {app} (drained)' /etc/nginx/webstack/backends.conf").rc == 0
+    ]
+
+
+def rolling_update(pytestconfig: pytest.Config, **extra_vars: object) -> dict:
+    """Runs rolling_update.yml with the scenario's inventory: its return code, its whole
+    output (stdout and stderr), and the end of it for failure messages."""
+    run = run_playbook(
+        pytestconfig, "../../rolling_update.yml", "--extra-vars", json.dumps(extra_vars)
+    )
+    output = run.stdout + run.stderr
+    return {"rc": run.returncode, "output": output, "tail": output[-4000:]}
+
+
+def test_a_rolling_update_fails_no_request(
+    pytestconfig: pytest.Config, machine: MachineGetter, client: Host
+) -> None:
+    before = current_releases(machine)
     with Loop(client, "/hello") as loop:
-        update = subprocess.run(
-            [
-                "ansible-playbook",
-                "-i",
-                str(inventory),
-                str(ROOT / "rolling_update.yml"),
-                "-e",
-                "app_version=rolling-update-test",
-            ],
-            capture_output=True,
-            text=True,
-            check=False,
-            cwd=ROOT,
-            timeout=900,
-        )
+        update = rolling_update(pytestconfig, app_version="rolling-update-test")
     report = loop.report
-    assert update.returncode == 0, update.stdout[-3000:] + update.stderr[-2000:]
+    assert update["rc"] == 0, update["tail"]
     figure(
         f"rolling update: {report['failures']} of {report['requests']} requests failed, "
         f"longest gap {report['longest_gap']}s"
     )
     assert report["failures"] == 0, report
+    after = current_releases(machine)
+    assert after["app1"] == after["app2"] != before["app1"], (before, after)
+    assert "rolling-update-test" in after["app1"], after
+    assert {app: drained_on(machine, app) for app in APP_MACHINES} == {"app1": [], "app2": []}
 
 
-@pytest.mark.parametrize(("target", "port"), [("app1", 8000), ("redis1", 6379), ("redis1", 26379)])
-def test_the_client_cannot_reach_app_or_redis_ports(client: Host, target: str, port: int) -> None:
+def test_a_failed_machine_stops_the_rolling_update(
+    pytestconfig: pytest.Config, machine: MachineGetter, client: Host
+) -> None:
+    """A release that never gets ready (here: a wrong Redis password) fails on the first
+    machine; the rollout stops there, that machine stays drained, the others keep their
+    release, and no request fails. A good rollout afterwards puts everything back."""
+    before = current_releases(machine)
+    try:
+        with Loop(client, "/hello") as loop:
+            update = rolling_update(
+                pytestconfig,
+                app_version="rolling-update-broken",
+                app_redis_password="not-the-sessions-password",
+                app_ready_timeout=10,
+            )
+        assert update["rc"] != 0, update["tail"]
+        # It failed at the app role's readiness check, on app1 only.
+        assert "TASK [app : Fail with the journal]" in update["output"], update["tail"]
+        assert play_recap(update["output"])["app1"]["failed"] == 1, update["tail"]
+        after = current_releases(machine)
+        assert "rolling-update-broken" in after["app1"], after
+        assert after["app2"] == before["app2"], "the rollout went on past the failed machine"
+        assert drained_on(machine, "app1") == ["lb1", "lb2"]
+        assert drained_on(machine, "app2") == []
+        report = loop.report
+        figure(
+            f"rolling update stopped at app1: {report['failures']} of {report['requests']} "
+            f"requests failed, served by {report['served_by']}"
+        )
+        assert report["failures"] == 0, report
+    finally:
+        restored = rolling_update(pytestconfig, app_version="rolling-update-test")
+    assert restored["rc"] == 0, restored["tail"]
+    assert current_releases(machine) == before
+    assert drained_on(machine, "app1") == []
+
+
+FIREWALLED_PORTS = [("lb1", "app1", 8000), ("app1", "redis1", 6379), ("app1", "redis1", 26379)]
+
+
+@pytest.mark.parametrize(("allowed", "target", "port"), FIREWALLED_PORTS)
+def test_the_client_cannot_reach_app_or_redis_ports(
+    machine: MachineGetter, client: Host, allowed: str, target: str, port: int
+) -> None:
+    """Dropped for the client, while the tier that needs the port connects: the service is
+    up, so the time-out is the firewall's doing."""
+    assert tcp_probe(machine(allowed), ADDRESS[target], port) == CONNECTED
     assert tcp_probe(client, ADDRESS[target], port) == TIMED_OUT
