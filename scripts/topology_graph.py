@@ -16,6 +16,7 @@ docs/topology.svg and docs/topology.png with graphviz's `dot` when it is install
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -36,13 +37,8 @@ DOT = DOCS / "topology.dot"
 COMMAND = ".venv/bin/python scripts/topology_graph.py"
 # Tier groups, in the order traffic flows through them.
 TIERS = ("client", "lb", "app", "redis", "monitoring")
-# What Prometheus scrapes when roles/monitoring does not say (its monitoring_scrape_jobs).
-SCRAPE_JOBS = [
-    {"name": "node", "groups": ["lb", "app", "redis", "monitoring"], "port": 9100},
-    {"name": "nginx", "groups": ["lb"], "port": 9113},
-    {"name": "redis", "groups": ["redis"], "port": 9121},
-    {"name": "app", "groups": ["app"], "port": 8000},
-]
+# What the tiers share, as site.yml reads it: it wins over every role's defaults.
+CONTRACT = ROOT / "group_vars" / "all" / "contract.yml"
 _REFERENCE = re.compile(r"^\{\{\s*(\w+)\s*\}\}$")
 
 COLOURS = {
@@ -125,16 +121,18 @@ def read_inventory() -> Inventory:
 
 
 def role_defaults(role: str) -> dict[str, Any]:
-    path = ROOT / "roles" / role / "defaults" / "main.yml"
-    try:
-        return (yaml.safe_load(path.read_text()) or {}) if path.is_file() else {}
-    except yaml.YAMLError:  # Ansible-only tags (!unsafe): fall back to the built-in values
-        return {}
+    """A role's defaults with the site's contract over them."""
+    values: dict[str, Any] = {}
+    for path in (ROOT / "roles" / role / "defaults" / "main.yml", CONTRACT):
+        # Ansible-only tags (!unsafe) make a file unreadable here: keep what was read.
+        with contextlib.suppress(yaml.YAMLError):
+            values.update((yaml.safe_load(path.read_text()) or {}) if path.is_file() else {})
+    return values
 
 
 def scrape_plan(inv: Inventory, monitor: str) -> dict[str, list[str]]:
     """Host -> the jobs that scrape it ("node :9100"), from the monitoring role's
-    monitoring_scrape_jobs (inventory first, then the role's defaults) where it exists."""
+    monitoring_scrape_jobs (inventory first, then the contract and the role's defaults)."""
     defaults = role_defaults("monitoring")
 
     def resolve(value: Any) -> Any:
@@ -142,7 +140,7 @@ def scrape_plan(inv: Inventory, monitor: str) -> dict[str, list[str]]:
         match = _REFERENCE.match(value) if isinstance(value, str) else None
         return resolve(inv.setting(monitor, match.group(1), defaults)) if match else value
 
-    jobs = resolve(inv.setting(monitor, "monitoring_scrape_jobs", defaults)) or SCRAPE_JOBS
+    jobs = resolve(inv.setting(monitor, "monitoring_scrape_jobs", defaults)) or []
     plan: dict[str, list[str]] = {}
     for job in jobs:
         groups = [resolve(group) for group in resolve(job.get("groups", []))]

@@ -14,13 +14,14 @@ import urllib.request
 from collections.abc import Callable
 
 from conftest import CONNECTED, TIMED_OUT, tcp_probe, wait_until
+from contract import port
 from testinfra.host import Host
 
 LAB = os.environ.get("LAB_NAME", "molecule-topology")
 SUBNET = ipaddress.ip_network(os.environ.get("LAB_SUBNET", "10.79.0.0/24"))
 VIP = str(SUBNET[100])
 MONITOR = str(SUBNET[41])
-PROMETHEUS = f"http://{MONITOR}:9090"
+PROMETHEUS = f"http://{MONITOR}:{port('monitoring_prometheus_port')}"
 
 # What Prometheus must scrape: job -> the machines it scrapes (instance = inventory name).
 SERVERS = ["lb1", "lb2", "app1", "app2", "redis1", "redis2", "redis3", "monitor1"]
@@ -141,5 +142,5 @@ def test_a_killed_app_machine_raises_its_alert() -> None:
 def test_only_the_monitoring_machine_reaches_the_exporters(machine: MachineGetter) -> None:
     monitor, client = machine("monitor1"), machine("client1")
     app1 = str(SUBNET[21])
-    assert tcp_probe(monitor, app1, 9100) == CONNECTED
-    assert tcp_probe(client, app1, 9100) == TIMED_OUT
+    assert tcp_probe(monitor, app1, port("exporters_node_port")) == CONNECTED
+    assert tcp_probe(client, app1, port("exporters_node_port")) == TIMED_OUT

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import CONNECTED, TIMED_OUT, tcp_probe, wait_until
+from contract import contract, port
 from playbooks import play_recap, run_playbook
 from testinfra.host import Host
 
@@ -270,8 +271,9 @@ def sentinel_primary(machine: MachineGetter) -> str | None:
             continue
         out = answers(
             machine(name),
-            f"redis-cli -p 26379 --user default --pass {password} --no-auth-warning "
-            "SENTINEL get-master-addr-by-name webstack",
+            f"redis-cli -p {port('redis_sentinel_port')} --user default --pass {password} "
+            "--no-auth-warning SENTINEL get-master-addr-by-name "
+            f"{contract()['redis_sentinel_master_name']}",
         )
         if out and out.split():
             return out.split()[0]
@@ -395,14 +397,18 @@ def test_a_failed_machine_stops_the_rolling_update(
     assert drained_on(machine, "app1") == []
 
 
-FIREWALLED_PORTS = [("lb1", "app1", 8000), ("app1", "redis1", 6379), ("app1", "redis1", 26379)]
+FIREWALLED_PORTS = [
+    ("lb1", "app1", "app_port"),
+    ("app1", "redis1", "redis_port"),
+    ("app1", "redis1", "redis_sentinel_port"),
+]
 
 
-@pytest.mark.parametrize(("allowed", "target", "port"), FIREWALLED_PORTS)
+@pytest.mark.parametrize(("allowed", "target", "name"), FIREWALLED_PORTS)
 def test_the_client_cannot_reach_app_or_redis_ports(
-    machine: MachineGetter, client: Host, allowed: str, target: str, port: int
+    machine: MachineGetter, client: Host, allowed: str, target: str, name: str
 ) -> None:
     """Dropped for the client, while the tier that needs the port connects: the service is
-    up, so the time-out is the firewall's doing."""
-    assert tcp_probe(machine(allowed), ADDRESS[target], port) == CONNECTED
-    assert tcp_probe(client, ADDRESS[target], port) == TIMED_OUT
+    up, so the time-out is the firewall's doing. Ports as the contract sets them."""
+    assert tcp_probe(machine(allowed), ADDRESS[target], port(name)) == CONNECTED
+    assert tcp_probe(client, ADDRESS[target], port(name)) == TIMED_OUT
