@@ -1,13 +1,21 @@
 #!/usr/bin/env python3
 """Builds the wheelhouse of one app release on the controller (role app, run by Ansible).
 
-The app machines cannot reach PyPI, so everything they install comes from here: the app's
-own wheel (`pip wheel --no-deps` of the source folder) plus every pinned runtime dependency
-of requirements.lock, downloaded as binary wheels for the targets' Python and platform.
+The app machines cannot reach PyPI, so everything they install comes from here, by two pip
+commands and nothing unpinned:
 
-The wheelhouse lands in CACHE/<release>/<python tag>-<platform>/ and is reused as long as
-the app's source (pyproject.toml, requirements.lock, README.md, src/) is unchanged; a changed
-source rebuilds it. It is built in a temporary folder and renamed into place, so an
+- `pip wheel --no-deps` of the app's source folder: the app's own wheel, whose sha256 is
+  written to app-wheel.lock (`webstack-app==<version> --hash=sha256:...`);
+- `pip download --require-hashes --only-binary=:all:` of requirements.lock, the hash-pinned
+  lock of every runtime dependency, for the targets' CPython version, ABI and manylinux
+  platforms (given on the command line, read on the targets).
+
+The targets then install both locks with `pip install --no-index --require-hashes`: every
+file they install is checked against a hash made on the controller.
+
+The wheelhouse lands in CACHE/<release>/cp<python>-<machine>-glibc<version>/ and is reused as
+long as the app's source (pyproject.toml, requirements.lock, README.md, src/) is unchanged; a
+changed source rebuilds it. It is built in a temporary folder and renamed into place, so an
 interrupted build never leaves a half wheelhouse that looks complete.
 
 pip runs with --isolated: the controller's pip configuration (constraints, extra indexes,
@@ -17,7 +25,6 @@ find-links) must not leak into what the servers install. Prints one JSON object.
 from __future__ import annotations
 
 import argparse
-import email.parser
 import hashlib
 import json
 import re
@@ -26,16 +33,14 @@ import subprocess
 import sys
 import tempfile
 import tomllib
-import zipfile
 from pathlib import Path
 from typing import Any
 
-from packaging.requirements import Requirement
-from packaging.utils import canonicalize_name, parse_wheel_filename
-
 STAMP = "wheelhouse.json"
+LOCK = "requirements.lock"
+APP_LOCK = "app-wheel.lock"
 # What goes into the app's wheel; a change to any of these is a new build.
-SOURCE_FILES = ("pyproject.toml", "requirements.lock", "README.md")
+SOURCE_FILES = ("pyproject.toml", LOCK, "README.md")
 SOURCE_TREE = "src"
 SKIPPED_PARTS = {"__pycache__", ".pytest_cache"}
 BUILD_LEFTOVERS = ("build", "dist", "*.egg-info", "__pycache__", ".pytest_cache", ".venv*")
@@ -65,17 +70,22 @@ def fingerprint(source: Path) -> str:
     return digest.hexdigest()
 
 
-def project_version(source: Path) -> str:
+def project(source: Path) -> tuple[str, str]:
+    """The project's name and version, from pyproject.toml."""
     pyproject = source / "pyproject.toml"
     try:
-        project = tomllib.loads(pyproject.read_text(encoding="utf-8"))["project"]
-        return str(project["version"])
+        table = tomllib.loads(pyproject.read_text(encoding="utf-8"))["project"]
+        return str(table["name"]), str(table["version"])
     except (OSError, KeyError, tomllib.TOMLDecodeError) as error:
-        raise BuildError(f"cannot read project.version from {pyproject}: {error}") from None
+        raise BuildError(f"cannot read name and version from {pyproject}: {error}") from None
 
 
 def platforms(machine: str, glibc: str) -> list[str]:
-    """Every manylinux tag a machine with this glibc runs, newest first."""
+    """Every manylinux tag a machine with this glibc runs, newest first.
+
+    pip download takes the platform tags literally (it does not widen manylinux_2_36 to the
+    older manylinux tags the machine also runs), so all of them are given.
+    """
     major, minor = (int(part) for part in glibc.split(".")[:2])
     if major != 2:
         raise BuildError(f"unexpected glibc version {glibc}")
@@ -90,114 +100,38 @@ def pip(*args: str) -> None:
     result = subprocess.run(command, capture_output=True, text=True, check=False)
     if result.returncode != 0:
         tail = "\n".join((result.stdout + result.stderr).strip().splitlines()[-25:])
-        raise BuildError(f"{' '.join(command[3:6])} ... failed:\n{tail}")
-
-
-def target_environment(python: str, machine: str) -> dict[str, str]:
-    """The PEP 508 marker values of the target machines (Linux, CPython)."""
-    return {
-        "implementation_name": "cpython",
-        "implementation_version": python,
-        "os_name": "posix",
-        "platform_machine": machine,
-        "platform_python_implementation": "CPython",
-        "platform_release": "",
-        "platform_system": "Linux",
-        "platform_version": "",
-        "python_full_version": python,
-        "python_version": ".".join(python.split(".")[:2]),
-        "sys_platform": "linux",
-    }
-
-
-def wheel_requirements(wheel: Path) -> list[Requirement]:
-    """The Requires-Dist lines of a wheel's METADATA."""
-    with zipfile.ZipFile(wheel) as archive:
-        name = next(
-            n for n in archive.namelist() if n.count("/") == 1 and n.endswith(".dist-info/METADATA")
-        )
-        metadata = email.parser.Parser().parsestr(archive.read(name).decode("utf-8"))
-    return [Requirement(line) for line in metadata.get_all("Requires-Dist") or []]
-
-
-def wheels_by_name(folder: Path) -> dict[str, Path]:
-    return {canonicalize_name(parse_wheel_filename(w.name)[0]): w for w in folder.glob("*.whl")}
-
-
-class Builder:
-    """Fills one wheelhouse folder for the target machines."""
-
-    def __init__(self, target: Path, python: str, machine: str, glibc: str) -> None:
-        self.target = target
-        self.environment = target_environment(python, machine)
-        self.download_args = [
-            "download",
-            "--only-binary=:all:",
-            *[arg for tag in platforms(machine, glibc) for arg in ("--platform", tag)],
-            "--python-version",
-            python,
-            "--implementation",
-            "cp",
-            "--dest",
-            str(target),
-        ]
-
-    def app_wheel(self, source: Path) -> str:
-        # pip builds in the project folder (build/, *.egg-info): build from a copy, so the
-        # source stays untouched.
-        copy = self.target.parent / "source"
-        shutil.copytree(source, copy, ignore=shutil.ignore_patterns(*BUILD_LEFTOVERS))
-        pip("wheel", "--no-deps", "--wheel-dir", str(self.target), str(copy))
-        wheels = sorted(self.target.glob("*.whl"))
-        if len(wheels) != 1:
-            raise BuildError(
-                f"expected one app wheel from {source}, got {[w.name for w in wheels]}"
-            )
-        return wheels[0].name
-
-    def pinned(self, lock: Path) -> None:
-        pip(*self.download_args, "--requirement", str(lock))
-
-    def complete(self, app_wheel: str) -> list[str]:
-        """Adds what the target needs but pip left out; returns the names added.
-
-        pip download evaluates environment markers for the controller's Python, not the
-        target's (e.g. redis needs async-timeout below Python 3.11.3): walk the dependencies
-        with the target's marker values and fetch what is missing.
-        """
-        added: list[str] = []
-        todo: list[tuple[str, frozenset[str], Requirement | None]] = [
-            (canonicalize_name(parse_wheel_filename(app_wheel)[0]), frozenset(), None)
-        ]
-        seen: set[tuple[str, frozenset[str]]] = set()
-        while todo:
-            name, extras, wanted = todo.pop()
-            if (name, extras) in seen:
-                continue
-            seen.add((name, extras))
-            if name not in wheels_by_name(self.target):
-                if wanted is None:
-                    raise BuildError(f"the app wheel {app_wheel} is missing")
-                pip(*self.download_args, "--no-deps", f"{wanted.name}{wanted.specifier}")
-                added.append(name)
-            for requirement in wheel_requirements(wheels_by_name(self.target)[name]):
-                marker = requirement.marker
-                if marker is None or any(
-                    marker.evaluate({**self.environment, "extra": extra}) for extra in {"", *extras}
-                ):
-                    key = canonicalize_name(requirement.name)
-                    todo.append((key, frozenset(requirement.extras), requirement))
-        return added
+        raise BuildError(f"pip {' '.join(args[:2])} ... failed:\n{tail}")
 
 
 def build(source: Path, target: Path, python: str, machine: str, glibc: str) -> dict[str, Any]:
-    """Builds the wheelhouse into `target` (a fresh folder)."""
-    builder = Builder(target, python, machine, glibc)
-    app_wheel = builder.app_wheel(source)
-    builder.pinned(source / "requirements.lock")
-    added = builder.complete(app_wheel)
-    shutil.copy2(source / "requirements.lock", target / "requirements.lock")
-    return {"app_wheel": app_wheel, "added_to_lock": added}
+    """Builds the wheelhouse into `target` (a fresh folder); returns the app wheel's name."""
+    name, version = project(source)
+    # pip builds in the project folder (build/, *.egg-info): build from a copy, so the source
+    # stays untouched.
+    copy = target.parent / "source"
+    shutil.copytree(source, copy, ignore=shutil.ignore_patterns(*BUILD_LEFTOVERS))
+    pip("wheel", "--no-deps", "--wheel-dir", str(target), str(copy))
+    wheels = sorted(target.glob("*.whl"))
+    if len(wheels) != 1:
+        raise BuildError(f"expected one app wheel from {source}, got {[w.name for w in wheels]}")
+    app_wheel = wheels[0]
+    digest = hashlib.sha256(app_wheel.read_bytes()).hexdigest()
+    (target / APP_LOCK).write_text(f"{name}=={version} --hash=sha256:{digest}\n", encoding="utf-8")
+
+    major, minor = python.split(".")[:2]
+    pip(
+        "download",
+        "--require-hashes",
+        "--only-binary=:all:",
+        f"--python-version={python}",
+        "--implementation=cp",
+        f"--abi=cp{major}{minor}",
+        *[f"--platform={tag}" for tag in platforms(machine, glibc)],
+        f"--requirement={source / LOCK}",
+        f"--dest={target}",
+    )
+    shutil.copy2(source / LOCK, target / LOCK)
+    return {"app_wheel": app_wheel.name}
 
 
 def main() -> int:
@@ -214,9 +148,9 @@ def main() -> int:
         source = args.source.resolve()
         if not (source / "pyproject.toml").is_file():
             raise BuildError(f"{source} has no pyproject.toml: set app_source_dir to the app")
-        if not (source / "requirements.lock").is_file():
-            raise BuildError(f"{source} has no requirements.lock (the runtime pins)")
-        version = project_version(source)
+        if not (source / LOCK).is_file():
+            raise BuildError(f"{source} has no {LOCK} (the hash-pinned runtime dependencies)")
+        version = project(source)[1]
         release = args.release or version
         if not RELEASE_RE.fullmatch(release):
             raise BuildError(f"release name {release!r} must match {RELEASE_RE.pattern}")
