@@ -1,14 +1,24 @@
 #!/usr/bin/env bash
-# Installs what the project needs on the host and starts the Docker engine if none runs.
-# Made for a fresh Debian 12 machine, as root; installs only what is missing, so a second
-# run takes a second.
+# Installs what the project needs on the host. Made for a fresh Debian 12 machine, as root;
+# installs only what is missing, so a second run takes a second.
+#
+#   scripts/host-setup.sh tools      what lint and the unit tests need (no Docker)
+#   scripts/host-setup.sh machines   that, plus the Docker engine (started) and debootstrap
 set -euo pipefail
 
 die() { echo "host-setup: $*" >&2; exit 1; }
 
+case ${1:-machines} in
+  tools) machines=false ;;
+  machines) machines=true ;;
+  *) die "usage: host-setup.sh [tools|machines]" ;;
+esac
+
 need=()
-command -v dockerd >/dev/null || need+=(docker.io)
-command -v debootstrap >/dev/null || need+=(debootstrap)
+if $machines; then
+  command -v dockerd >/dev/null || need+=(docker.io)
+  command -v debootstrap >/dev/null || need+=(debootstrap)
+fi
 command -v git >/dev/null || need+=(git)
 command -v ssh >/dev/null || need+=(openssh-client)
 command -v flock >/dev/null || need+=(util-linux)
@@ -29,6 +39,8 @@ if ((${#need[@]})); then
   fi
 fi
 
+$machines || exit 0
+
 if ! docker info >/dev/null 2>&1; then
   log=/var/log/webstack-dockerd.log
   if [ -d /run/systemd/system ]; then
@@ -42,7 +54,9 @@ if ! docker info >/dev/null 2>&1; then
     docker info >/dev/null 2>&1 && break
     sleep 0.5
   done
-  if ! docker info >/dev/null 2>&1; then
+  $machines || exit 0
+
+if ! docker info >/dev/null 2>&1; then
     [ -f "$log" ] && tail -n 15 "$log" >&2
     die "the Docker engine did not start within 30 s (see above, or $log)"
   fi
