@@ -1,6 +1,8 @@
 """Fixtures shared by every scenario's testinfra tests."""
 
+import functools
 import json
+import os
 import subprocess
 import time
 from collections.abc import Callable
@@ -28,6 +30,31 @@ def _plain(value: Any) -> Any:
     return value
 
 
+@functools.cache
+def inventory_hostvars(inventory: str | None = None) -> dict[str, dict[str, Any]]:
+    """Machine name -> its connection variables (ansible_*) as plain values, from
+    `ansible-inventory --list` of the scenario's inventory (molecule's, unless given)."""
+    listing = json.loads(
+        subprocess.check_output(
+            [
+                "ansible-inventory",
+                "--list",
+                "-i",
+                inventory or os.environ["MOLECULE_INVENTORY_FILE"],
+            ]
+        )
+    )
+    return {
+        name: {key: _plain(value) for key, value in hostvars.items() if key.startswith("ansible_")}
+        for name, hostvars in listing["_meta"]["hostvars"].items()
+    }
+
+
+def addresses() -> dict[str, str]:
+    """Machine name -> its private address, as the inventory gives it (never written in tests)."""
+    return {name: hostvars["ansible_host"] for name, hostvars in inventory_hostvars().items()}
+
+
 @pytest.fixture(scope="session")
 def connection_inventory(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
@@ -37,15 +64,7 @@ def connection_inventory(
     testinfra reads `ansible-inventory --list` but templates nothing, and values an inventory
     plugin computes (the lab's addresses) come wrapped as "unsafe": this is what it can read.
     """
-    listing = json.loads(
-        subprocess.check_output(
-            ["ansible-inventory", "--list", "-i", request.config.option.ansible_inventory]
-        )
-    )
-    hosts = {
-        name: {key: _plain(value) for key, value in hostvars.items() if key.startswith("ansible_")}
-        for name, hostvars in listing["_meta"]["hostvars"].items()
-    }
+    hosts = inventory_hostvars(request.config.option.ansible_inventory)
     path = tmp_path_factory.mktemp("inventory") / "machines.json"
     path.write_text(json.dumps({"all": {"hosts": hosts}}))
     return path

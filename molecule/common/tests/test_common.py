@@ -4,11 +4,11 @@ does not serve. Firewall checks connect between the scenario's own machines only
 from collections.abc import Callable, Iterator
 
 import pytest
-from conftest import REFUSED, TIMED_OUT, tcp_connects, tcp_probe, wait_until
+from conftest import REFUSED, TIMED_OUT, addresses, tcp_connects, tcp_probe, wait_until
 from testinfra.host import Host
 
-APP = "10.78.6.21"
-LB = "10.78.6.11"
+APP = addresses()["app1"]
+LB = addresses()["lb1"]
 MACHINES = ["lb1", "app1", "client1"]
 
 

@@ -8,15 +8,11 @@ import re
 
 import pytest
 import testinfra
+from conftest import addresses
 from testinfra.host import Host
 
-# The scenario's machines (molecule.yml) and their private addresses.
-ADDRESSES = {
-    "lb1": "10.78.7.11",
-    "redis1": "10.78.7.31",
-    "redis2": "10.78.7.32",
-    "redis3": "10.78.7.33",
-}
+# The scenario's machines (molecule.yml) and their private addresses, from the inventory.
+ADDRESSES = addresses()
 MONITOR = "redis3"  # the machine of group monitoring
 REDIS = ["redis1", "redis2", "redis3"]
 VIP = "10.78.7.100/24"

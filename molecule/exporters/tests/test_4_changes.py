@@ -1,11 +1,10 @@
 """A change restarts only what it concerns; a bad value stops the role before any change."""
 
-import json
 from collections.abc import Callable
 
 import pytest
 from exporter_client import UNITS
-from playbooks import play_recap, run_playbook
+from playbooks import assert_rejected_before_any_change, play_recap, run_playbook
 from testinfra.host import Host
 
 
@@ -60,14 +59,12 @@ CASES = {
 
 @pytest.mark.parametrize(("name", "bad_value", "message"), CASES.values(), ids=CASES.keys())
 def test_bad_value_fails_before_any_change(
-    pytestconfig: pytest.Config, name: str, bad_value: dict, message: str
+    pytestconfig: pytest.Config,
+    machine: Callable[[str], Host],
+    name: str,
+    bad_value: dict,
+    message: str,
 ) -> None:
-    played = run_playbook(
-        pytestconfig, "exporters.yml", "--limit", name, "--extra-vars", json.dumps(bad_value)
+    assert_rejected_before_any_change(
+        pytestconfig, machine(name), name, bad_value, [message], playbook="exporters.yml"
     )
-    output = " ".join((played.stdout + played.stderr).split())
-    assert played.returncode != 0, output[-3000:]
-    assert message in output, output[-3000:]
-    recap = play_recap(played.stdout)
-    assert recap[name]["changed"] == 0
-    assert recap[name]["failed"] == 1

@@ -1,9 +1,10 @@
 """A bad value stops the role before it changes anything, with a message that says what to fix."""
 
-import json
+from collections.abc import Callable
 
 import pytest
-from playbooks import play_recap, run_playbook
+from playbooks import assert_rejected_before_any_change
+from testinfra.host import Host
 
 CASES = {
     "no password": ({"redis_app_password": None}, "redis_app_password is missing or too weak"),
@@ -25,14 +26,8 @@ CASES = {
 
 @pytest.mark.parametrize("bad_value, message", CASES.values(), ids=CASES.keys())
 def test_bad_value_fails_before_any_change(
-    pytestconfig: pytest.Config, bad_value: dict, message: str
+    pytestconfig: pytest.Config, machine: Callable[[str], Host], bad_value: dict, message: str
 ) -> None:
-    played = run_playbook(
-        pytestconfig, "converge.yml", "--limit", "redis1", "--extra-vars", json.dumps(bad_value)
+    assert_rejected_before_any_change(
+        pytestconfig, machine("redis1"), "redis1", bad_value, [message]
     )
-    output = " ".join((played.stdout + played.stderr).split()).replace("''", "'")
-    assert played.returncode != 0, output[-3000:]
-    assert message in output, output[-3000:]
-    recap = play_recap(played.stdout)
-    assert recap["redis1"]["changed"] == 0
-    assert recap["redis1"]["failed"] == 1
