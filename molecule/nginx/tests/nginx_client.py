@@ -9,7 +9,6 @@ import http.client
 import json
 import os
 import ssl
-import subprocess
 import threading
 import time
 from dataclasses import dataclass
@@ -19,9 +18,7 @@ import testinfra
 
 LB = "10.78.4.11"
 APPS = {"app1": "10.78.4.21", "app2": "10.78.4.22"}
-SCENARIO = os.environ.get("MOLECULE_SCENARIO_NAME", "nginx")
 PROJECT = Path(os.environ.get("MOLECULE_PROJECT_DIRECTORY", Path(__file__).parents[3]))
-SCENARIO_DIR = PROJECT / "molecule" / SCENARIO
 # The self-signed certificate the role made on the controller: the client trusts only it.
 CERT = PROJECT / ".cache" / "nginx-tls" / "webstack.crt"
 
@@ -98,35 +95,6 @@ class Loop(threading.Thread):
     @property
     def failures(self) -> list:
         return [o for o in self.outcomes if o[0] != 200]
-
-
-def ansible_playbook(playbook: str, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    """Runs a playbook of this scenario against its machines, as molecule itself would."""
-    inventory = Path(os.environ["MOLECULE_INVENTORY_FILE"]).parent
-    return subprocess.run(
-        ["ansible-playbook", "-i", str(inventory), str(SCENARIO_DIR / playbook), *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-
-
-def machine_host(name: str) -> testinfra.host.Host:
-    """testinfra host of a machine of this scenario (over SSH, like the verifier's own)."""
-    inventory = os.environ["MOLECULE_INVENTORY_FILE"]
-    return testinfra.get_host(f"ansible://{name}?ansible_inventory={inventory}")
-
-
-def docker(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        ["docker", *args], capture_output=True, text=True, timeout=120, check=True
-    )
-
-
-def machine(name: str) -> str:
-    """Container name of a machine of this scenario."""
-    return f"molecule-{SCENARIO}-{name}"
 
 
 def wait_until_both_apps_serve(timeout: float = 120) -> set:
