@@ -15,9 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import testinfra
+from conftest import addresses
 
-LB = "10.78.4.11"
-APPS = {"app1": "10.78.4.21", "app2": "10.78.4.22"}
+# The balancer and the app machines, with their addresses from the scenario's inventory.
+LB = addresses()["lb1"]
+APPS = {name: addresses()[name] for name in ("app1", "app2")}
 PROJECT = Path(os.environ.get("MOLECULE_PROJECT_DIRECTORY", Path(__file__).parents[3]))
 # The self-signed certificate the role made on the controller: the client trusts only it.
 CERT = PROJECT / ".cache" / "nginx-tls" / "webstack.crt"

@@ -69,15 +69,6 @@ def test_live_configuration_is_valid_and_the_tested_one(host: testinfra.host.Hos
     assert host.file("/etc/nginx/nginx.conf").contains("Managed by Ansible")
 
 
-def test_upstream_comes_from_the_app_group(host: testinfra.host.Host) -> None:
-    backends = host.file("/etc/nginx/webstack/backends.conf").content_string
-    assert "server 10.78.4.21:8000 weight=1 max_fails=3 fail_timeout=10s;" in backends
-    assert "server 10.78.4.22:8000 weight=1 max_fails=3 fail_timeout=10s;" in backends
-    upstream = host.run("nginx -T").stdout
-    for directive in ("least_conn;", "keepalive 64;", "keepalive_timeout 4s;"):
-        assert directive in upstream
-
-
 def test_sized_for_ten_thousand_clients(host: testinfra.host.Host) -> None:
     config = host.run("nginx -T").stdout
     assert "worker_processes auto;" in config
