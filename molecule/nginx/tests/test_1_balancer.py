@@ -71,8 +71,8 @@ def test_live_configuration_is_valid_and_the_tested_one(host: testinfra.host.Hos
 
 def test_upstream_comes_from_the_app_group(host: testinfra.host.Host) -> None:
     backends = host.file("/etc/nginx/webstack/backends.conf").content_string
-    assert "server 10.78.4.21:8000 weight=1 max_fails=3 fail_timeout=10s;" in backends
-    assert "server 10.78.4.22:8000 weight=1 max_fails=3 fail_timeout=10s;" in backends
+    assert "server 10.78.4.21:8000 weight=1 max_fails=1 fail_timeout=10s;" in backends
+    assert "server 10.78.4.22:8000 weight=1 max_fails=1 fail_timeout=10s;" in backends
     upstream = host.run("nginx -T").stdout
     for directive in ("least_conn;", "keepalive 64;", "keepalive_timeout 4s;"):
         assert directive in upstream
