@@ -181,7 +181,7 @@ def test_a_write_waits_for_its_replicas(redis_server, tmp_path):
             str(redis_server.port),
             "--masterauth",
             ADMIN_PASSWORD,
-        ],  # fmt: skip
+        ],
         stdout=subprocess.DEVNULL,
     )
     try:
