@@ -153,9 +153,9 @@ def test_a_write_lost_after_exec_is_never_sent_again(store, monkeypatch):
     assert store.load(session_id).notes == ["once"]
 
 
-def wait_store(redis_server, replicas: int) -> SessionStore:
-    settings = load_settings(app_env(redis_server.address))
-    return SessionStore(RedisProvider(settings), KEY_PREFIX, 600, replicas, wait_timeout=0.2)
+def wait_store(redis_server, replicas: int, timeout: float = 0.2) -> SessionStore:
+    settings = load_settings(app_env(redis_server.address, WEBSTACK_REDIS_TIMEOUT="5"))
+    return SessionStore(RedisProvider(settings), KEY_PREFIX, 600, replicas, wait_timeout=timeout)
 
 
 def test_a_write_waits_for_its_replicas(redis_server, tmp_path):
@@ -191,7 +191,10 @@ def test_a_write_waits_for_its_replicas(redis_server, tmp_path):
             10,
             "a replica acknowledging writes",
         )
-        data = wait_store(redis_server, 1).update(session_id, lambda data: data.add_note("kept"))
+        # A loaded test machine may take a while to schedule the replica: a wide timeout.
+        data = wait_store(redis_server, 1, timeout=3).update(
+            session_id, lambda data: data.add_note("kept")
+        )
         assert data.notes == ["alone", "kept"]
         on_replica = redis.Redis(host=LOCALHOST, port=replica_port, decode_responses=True)
         assert json.loads(on_replica.get(f"{KEY_PREFIX}:session:{session_id}"))["notes"] == [
