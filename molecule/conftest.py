@@ -100,6 +100,16 @@ def journal(host: Host, unit: str, lines: int = 30) -> str:
     return host.run(f"journalctl -u {unit} --no-pager -n {lines}").stdout
 
 
+def answers(host: Host, command: str) -> str | None:
+    """The command's output, or None when it fails or the machine does not answer (stopped,
+    booting, killed)."""
+    try:
+        result = host.run(command)
+    except RuntimeError:
+        return None
+    return result.stdout if result.rc == 0 else None
+
+
 def wait_until(condition: Callable[[], bool], timeout: float, step: float = 0.2) -> float | None:
     """Polls `condition` until it holds; returns the seconds it took, or None after `timeout`."""
     start = time.monotonic()

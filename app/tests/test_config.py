@@ -37,6 +37,7 @@ def test_defaults():
     assert settings.max_body_bytes == 65536
     assert settings.redis_timeout == 0.5
     assert settings.redis_retries == 1
+    assert (settings.redis_wait_replicas, settings.redis_wait_timeout) == (0, 0.5)
     assert settings.instance_name == socket.gethostname()
     assert settings.log_level == "INFO"
 
@@ -48,6 +49,8 @@ def test_every_setting_is_read():
         WEBSTACK_REDIS_PASSWORD="pw",
         WEBSTACK_REDIS_TIMEOUT="1.5",
         WEBSTACK_REDIS_RETRIES="3",
+        WEBSTACK_REDIS_WAIT_REPLICAS="2",
+        WEBSTACK_REDIS_WAIT_TIMEOUT="0.25",
         WEBSTACK_SESSION_TTL="60",
         WEBSTACK_COOKIE_SECURE="Always",
         WEBSTACK_TRUSTED_PROXIES="10.0.0.1, 192.168.0.0/24,::1",
@@ -59,6 +62,7 @@ def test_every_setting_is_read():
     assert settings.redis_address == ("::1", 6380)
     assert (settings.redis_username, settings.redis_password) == ("app", "pw")
     assert (settings.redis_timeout, settings.redis_retries) == (1.5, 3)
+    assert (settings.redis_wait_replicas, settings.redis_wait_timeout) == (2, 0.25)
     assert settings.session_ttl == 60
     assert settings.cookie_secure == "always"
     assert settings.trusted_proxies == (
@@ -163,6 +167,14 @@ def test_empty_values_count_as_unset():
         (
             {"WEBSTACK_REDIS_RETRIES": "9"},
             "WEBSTACK_REDIS_RETRIES must be an integer between 0 and 5, got '9'",
+        ),
+        (
+            {"WEBSTACK_REDIS_WAIT_REPLICAS": "-1"},
+            "WEBSTACK_REDIS_WAIT_REPLICAS must be an integer between 0 and 5, got '-1'",
+        ),
+        (
+            {"WEBSTACK_REDIS_WAIT_TIMEOUT": "60"},
+            "WEBSTACK_REDIS_WAIT_TIMEOUT must be a number between 0.01 and 10.0, got '60'",
         ),
         ({"WEBSTACK_INSTANCE_NAME": "a\tb"}, "WEBSTACK_INSTANCE_NAME must be 1 to 100 printable"),
         ({"WEBSTACK_LOG_LEVEL": "loud"}, "WEBSTACK_LOG_LEVEL must be one of DEBUG, INFO"),

@@ -133,6 +133,86 @@ def test_client_is_remade_after_fork(redis_server, monkeypatch):
     assert provider.client() is not first
 
 
+def test_a_write_lost_after_exec_is_never_sent_again(store, monkeypatch):
+    """EXEC was sent and its answer lost: the write may be applied, so it fails, once."""
+    session_id = SessionCookie.new_id()
+    real = redis.client.Pipeline.immediate_execute_command
+    calls = []
+
+    def lose_exec(self, *args, **options):
+        if args[0] == "EXEC":
+            real(self, *args, **options)  # applied on the server ...
+            raise redis.ConnectionError("connection lost")  # ... but the answer is lost
+        return real(self, *args, **options)
+
+    monkeypatch.setattr(redis.client.Pipeline, "immediate_execute_command", lose_exec)
+    with pytest.raises(StoreUnavailable, match="write not confirmed"):
+        store.update(session_id, lambda data: calls.append(data.add_note("once")))
+    monkeypatch.undo()
+    assert len(calls) == 1
+    assert store.load(session_id).notes == ["once"]
+
+
+def wait_store(redis_server, replicas: int, timeout: float = 0.2) -> SessionStore:
+    settings = load_settings(app_env(redis_server.address, WEBSTACK_REDIS_TIMEOUT="5"))
+    return SessionStore(RedisProvider(settings), KEY_PREFIX, 600, replicas, wait_timeout=timeout)
+
+
+def test_a_write_waits_for_its_replicas(redis_server, tmp_path):
+    """With wait_replicas, a write succeeds only once a replica has it: none connected is
+    StoreUnavailable (the write stays on the primary), one connected succeeds."""
+    session_id = SessionCookie.new_id()
+    with pytest.raises(StoreUnavailable, match="write reached 0 of 1 replicas within 200 ms"):
+        wait_store(redis_server, 1).update(session_id, lambda data: data.add_note("alone"))
+    replica_port = free_port()
+    replica = subprocess.Popen(
+        [
+            "redis-server",
+            "--port",
+            str(replica_port),
+            "--bind",
+            LOCALHOST,
+            "--save",
+            "",
+            "--dir",
+            str(tmp_path),
+            "--replicaof",
+            LOCALHOST,
+            str(redis_server.port),
+            "--masterauth",
+            ADMIN_PASSWORD,
+        ],
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        admin = redis_server.admin()
+        wait_until(
+            lambda: admin.set("probe", "1") and admin.wait(1, 100) == 1,
+            10,
+            "a replica acknowledging writes",
+        )
+        # A loaded test machine may take a while to schedule the replica: a wide timeout.
+        data = wait_store(redis_server, 1, timeout=3).update(
+            session_id, lambda data: data.add_note("kept")
+        )
+        assert data.notes == ["alone", "kept"]
+        on_replica = redis.Redis(host=LOCALHOST, port=replica_port, decode_responses=True)
+        assert json.loads(on_replica.get(f"{KEY_PREFIX}:session:{session_id}"))["notes"] == [
+            "alone",
+            "kept",
+        ]
+        with pytest.raises(StoreUnavailable, match="write reached 1 of 2 replicas"):
+            wait_store(redis_server, 2).update(session_id, lambda data: data.add_note("two"))
+    finally:
+        replica.terminate()
+        replica.wait(10)
+        wait_until(
+            lambda: redis_server.admin().info("replication").get("connected_slaves", 0) == 0,
+            10,
+            "the replica gone",
+        )
+
+
 @pytest.fixture
 def sentinel(redis_server, tmp_path):
     port = free_port()

@@ -34,6 +34,8 @@ SESSION_TTL_RANGE = (60, 2_592_000)  # one minute .. 30 days
 MAX_BODY_RANGE = (1_024, 10 * 1024 * 1024)
 REDIS_TIMEOUT_RANGE = (0.05, 30.0)
 REDIS_RETRIES_RANGE = (0, 5)
+REDIS_WAIT_REPLICAS_RANGE = (0, 5)
+REDIS_WAIT_TIMEOUT_RANGE = (0.01, 10.0)
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 _KEY_PREFIX_RE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
@@ -62,6 +64,8 @@ class Settings:
     sentinel_password: str | None = field(default=None, repr=False)
     redis_timeout: float = 0.5
     redis_retries: int = 1
+    redis_wait_replicas: int = 0  # a session write waits until this many replicas have it
+    redis_wait_timeout: float = 0.5  # seconds it waits at most, else the request fails
     session_ttl: int = 3600
     cookie_secure: CookieSecure = "auto"
     trusted_proxies: tuple[Network, ...] = ()
@@ -94,6 +98,8 @@ class Settings:
             f"WEBSTACK_REDIS_PASSWORD={'(set)' if self.redis_password else '(unset)'}",
             f"WEBSTACK_REDIS_TIMEOUT={self.redis_timeout}",
             f"WEBSTACK_REDIS_RETRIES={self.redis_retries}",
+            f"WEBSTACK_REDIS_WAIT_REPLICAS={self.redis_wait_replicas}",
+            f"WEBSTACK_REDIS_WAIT_TIMEOUT={self.redis_wait_timeout}",
             f"WEBSTACK_SESSION_TTL={self.session_ttl}",
             f"WEBSTACK_COOKIE_SECURE={self.cookie_secure}",
             "WEBSTACK_SECRET_KEY=(set)",
@@ -119,6 +125,8 @@ KNOWN_SETTINGS = frozenset(
         "WEBSTACK_SENTINEL_PASSWORD",
         "WEBSTACK_REDIS_TIMEOUT",
         "WEBSTACK_REDIS_RETRIES",
+        "WEBSTACK_REDIS_WAIT_REPLICAS",
+        "WEBSTACK_REDIS_WAIT_TIMEOUT",
         "WEBSTACK_SESSION_TTL",
         "WEBSTACK_COOKIE_SECURE",
         "WEBSTACK_SECRET_KEY",
@@ -184,6 +192,12 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         sentinel_password=get.optional("WEBSTACK_SENTINEL_PASSWORD"),
         redis_timeout=get.number("WEBSTACK_REDIS_TIMEOUT", float, 0.5, REDIS_TIMEOUT_RANGE),
         redis_retries=get.number("WEBSTACK_REDIS_RETRIES", int, 1, REDIS_RETRIES_RANGE),
+        redis_wait_replicas=get.number(
+            "WEBSTACK_REDIS_WAIT_REPLICAS", int, 0, REDIS_WAIT_REPLICAS_RANGE
+        ),
+        redis_wait_timeout=get.number(
+            "WEBSTACK_REDIS_WAIT_TIMEOUT", float, 0.5, REDIS_WAIT_TIMEOUT_RANGE
+        ),
         session_ttl=get.number("WEBSTACK_SESSION_TTL", int, 3600, SESSION_TTL_RANGE),
         cookie_secure=get.choice("WEBSTACK_COOKIE_SECURE", ("auto", "always", "never"), "auto"),
         trusted_proxies=get.parse("WEBSTACK_TRUSTED_PROXIES", _parse_networks, ()),

@@ -32,7 +32,13 @@ class AppContext:
             proxies=TrustedProxies(settings.trusted_proxies),
             cookie=SessionCookie(settings.secret_key, settings.session_ttl),
             redis=redis,
-            sessions=SessionStore(redis, settings.key_prefix, settings.session_ttl),
+            sessions=SessionStore(
+                redis,
+                settings.key_prefix,
+                settings.session_ttl,
+                wait_replicas=settings.redis_wait_replicas,
+                wait_timeout=settings.redis_wait_timeout,
+            ),
             metrics=AppMetrics(settings.metrics_dir),
         )
 

@@ -2,7 +2,14 @@
 
 Every read or write sets the key's expiry to the session TTL again (a sliding TTL), so a
 session lives as long as it is used. Data is JSON, never pickle. Writes are optimistic
-transactions (WATCH / MULTI / SET), so two requests of one session at once lose nothing.
+transactions (WATCH / MULTI / SET / EXEC), so two requests of one session at once lose nothing.
+
+A write is applied at most once: it is redone only when EXEC reports that another request
+changed the session first. When the connection fails once EXEC was sent, the write may or
+may not have been applied, so it is not redone (that could apply it twice): the request
+fails with StoreUnavailable. With `wait_replicas`, a write also waits (WAIT, on the same
+connection) until that many replicas have it, so a failover to a replica keeps every write
+the user was told succeeded; fewer within `wait_timeout` seconds is StoreUnavailable too.
 """
 
 from __future__ import annotations
@@ -81,10 +88,19 @@ def validate_note(value: object) -> str:
 class SessionStore:
     """Loads, changes and deletes session documents; every Redis failure is StoreUnavailable."""
 
-    def __init__(self, provider: RedisProvider, prefix: str, ttl: int) -> None:
+    def __init__(
+        self,
+        provider: RedisProvider,
+        prefix: str,
+        ttl: int,
+        wait_replicas: int = 0,
+        wait_timeout: float = 0.5,
+    ) -> None:
         self._provider = provider
         self._prefix = prefix
         self._ttl = ttl
+        self._wait_replicas = wait_replicas
+        self._wait_timeout_ms = max(1, round(wait_timeout * 1000))
 
     def key(self, session_id: str) -> str:
         return f"{self._prefix}:session:{session_id}"
@@ -103,23 +119,47 @@ class SessionStore:
         Exceptions raised by `change` propagate and leave the stored session untouched.
         """
         key = self.key(session_id)
-        try:
-            with self._provider.client().pipeline(transaction=True) as pipe:
-                for _ in range(_WRITE_ATTEMPTS):
-                    try:
-                        pipe.watch(key)
-                        raw = pipe.get(key)
-                        data = SessionData() if raw is None else self._parse(session_id, raw)
-                        change(data)
-                        pipe.multi()
-                        pipe.set(key, data.to_json(), ex=self._ttl)
-                        pipe.execute()
-                    except redis.WatchError:
-                        continue  # another request changed the session meanwhile: redo
-                    return data
-        except redis.RedisError as error:
-            raise StoreUnavailable(describe_error(error)) from error
+        client = self._provider.client()
+        for _ in range(_WRITE_ATTEMPTS):
+            # One connection throughout: WATCH holds it, so MULTI, EXEC and WAIT go on it too
+            # (WAIT counts the replicas that have this connection's writes).
+            with client.pipeline(transaction=True) as pipe:
+                try:
+                    pipe.watch(key)
+                    raw = pipe.get(key)
+                    data = SessionData() if raw is None else self._parse(session_id, raw)
+                    change(data)
+                    pipe.execute_command("MULTI")
+                    pipe.execute_command("SET", key, data.to_json(), "EX", self._ttl)
+                except redis.RedisError as error:  # nothing was written: safe to fail
+                    raise StoreUnavailable(describe_error(error)) from error
+                try:
+                    applied = pipe.execute_command("EXEC")
+                except redis.RedisError as error:  # applied or not: never sent again
+                    raise StoreUnavailable(
+                        f"write not confirmed: {describe_error(error)}"
+                    ) from error
+                if applied is None:
+                    continue  # another request changed the session meanwhile: redo
+                self._wait_for_replicas(pipe)
+                return data
         raise StoreUnavailable(f"session changed concurrently {_WRITE_ATTEMPTS} times in a row")
+
+    def _wait_for_replicas(self, pipe: redis.client.Pipeline) -> None:
+        if not self._wait_replicas:
+            return
+        try:
+            # EXEC ended the WATCH, but the pipeline keeps its connection until it is reset.
+            acked = int(
+                pipe.immediate_execute_command("WAIT", self._wait_replicas, self._wait_timeout_ms)
+            )
+        except redis.RedisError as error:
+            raise StoreUnavailable(f"write not confirmed: {describe_error(error)}") from error
+        if acked < self._wait_replicas:
+            raise StoreUnavailable(
+                f"write reached {acked} of {self._wait_replicas} replicas within "
+                f"{self._wait_timeout_ms} ms"
+            )
 
     def delete(self, session_id: str) -> None:
         try:

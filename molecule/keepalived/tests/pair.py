@@ -97,6 +97,24 @@ class Balancer:
             self.seen_going_down += seen.returncode == 0
         return {word.split("/")[0] for line in out.splitlines() for word in line.split()[2:]}
 
+    def watch_for(self, address: str, timeout: float = CAP) -> subprocess.Popen:
+        """Starts watching, on the machine itself (docker exec, every 10 ms), for `address`
+        to appear on it; the process prints the wall time it appeared (containers share the
+        host's clock), or nothing after `timeout`. Returns once the watch runs."""
+        script = (
+            f"end=$(( $(date +%s) + {int(timeout)} )); echo watching;"
+            f" while [ $(date +%s) -lt $end ]; do"
+            f" if ip -4 -o addr show | grep -qF ' {address}/'; then date +%s.%N; exit 0; fi;"
+            " sleep 0.01; done; exit 1"
+        )
+        watcher = subprocess.Popen(
+            ["docker", "exec", self.container, "sh", "-c", script],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert watcher.stdout is not None and watcher.stdout.readline().strip() == "watching"
+        return watcher
+
     def journal(self, unit: str = "keepalived", lines: int = 25) -> str:
         if self.is_down() or self.going_down is not None:
             return f"({self.name} is down or going down)"
@@ -110,6 +128,12 @@ class Balancer:
             timeout=10,
             check=False,
         )
+
+
+def appeared_after(watcher: subprocess.Popen, since: float) -> float | None:
+    """Seconds from the wall time `since` until the watched address appeared (None: never)."""
+    out, _ = watcher.communicate(timeout=CAP + 30)
+    return float(out) - since if watcher.returncode == 0 and out.strip() else None
 
 
 def waited(condition: Callable[[], bool], timeout: float, explain: Callable[[], str]) -> float:

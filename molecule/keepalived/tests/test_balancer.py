@@ -64,3 +64,24 @@ def test_scripts_run_as_the_unprivileged_user(host: testinfra.host.Host) -> None
 def test_kernel_settings_are_written(host: testinfra.host.Host) -> None:
     settings = host.file("/etc/sysctl.d/60-keepalived.conf")
     assert "net.ipv4.ip_nonlocal_bind = 1" in settings.content_string
+
+
+def test_nginx_tells_keepalived_when_it_starts_and_stops(host: testinfra.host.Host) -> None:
+    # The drop-in is live on nginx.service, and the file keepalived tracks says "runs".
+    show = host.check_output("systemctl show nginx -p DropInPaths -p ExecStopPost")
+    assert "/etc/systemd/system/nginx.service.d/keepalived-track.conf" in show
+    assert "unit-state /run/keepalived-track/nginx.service 1" in show
+    assert host.file("/run/keepalived-track/nginx.service").content_string.strip() == "0"
+
+
+def test_keepalived_gets_the_cpu_before_nginx(host: testinfra.host.Host) -> None:
+    # CPUWeight=1000 is cgroup v1's cpu.shares 10240 (a unit's default: 1024).
+    group = host.check_output("systemctl show -p ControlGroup --value keepalived")
+    assert host.file(f"/sys/fs/cgroup/cpu{group}/cpu.shares").content_string.strip() == "10240"
+    # Containers cannot schedule realtime: the role leaves it out rather than have keepalived
+    # fail at it on every start.
+    assert "vrrp_rt_priority" not in host.file("/etc/keepalived/keepalived.conf").content_string
+    failed = host.run(
+        "journalctl --no-pager -u keepalived | grep -E 'cannot raise priority|Unable to lock'"
+    )
+    assert failed.stdout == ""

@@ -49,6 +49,33 @@ CASES = {
             " of 'lb' (10.78.5.12)"
         ],
     ),
+    "a fractional advert interval with VRRPv2": (
+        {
+            "keepalived_vrrp_version": 2,
+            "keepalived_advert_int": 0.2,
+            "keepalived_auth_pass": "molecule",
+        },
+        [
+            "keepalived_advert_int 0.2 does not fit VRRPv2: VRRPv2 takes whole seconds 1-255;"
+            " set keepalived_vrrp_version: 3",
+        ],
+    ),
+    "VRRPv2 without a password": (
+        {"keepalived_vrrp_version": 2, "keepalived_advert_int": 1},
+        ["keepalived_auth_pass must be set for VRRPv2", "put it in the vault"],
+    ),
+    "a password with VRRPv3": (
+        {"keepalived_auth_pass": "molecule"},
+        ["VRRPv3 has no authentication: leave keepalived_auth_pass empty or use VRRPv2."],
+    ),
+    "a check timeout longer than the fall window": (
+        {"keepalived_check_timeout": 30},
+        ["keepalived_check_timeout (30 s) is longer than the whole fall window"],
+    ),
+    "a tracked unit that is not a service": (
+        {"keepalived_track_unit": "/usr/sbin/nginx"},
+        ["keepalived_track_unit '/usr/sbin/nginx' must be a systemd service name"],
+    ),
     "a router id that is not a number": (
         {"keepalived_virtual_router_id": "fifty-one"},
         [

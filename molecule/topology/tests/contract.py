@@ -7,7 +7,12 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable, Iterable
 from pathlib import Path
+
+import yaml
+from conftest import answers
+from testinfra.host import Host
 
 ROOT = Path(__file__).resolve().parents[3]
 # The contract's values a test needs, each read on the machine that owns it.
@@ -66,3 +71,24 @@ def contract() -> dict[str, object]:
 def port(name: str) -> int:
     """A port of the contract, e.g. port("app_port")."""
     return int(contract()[name])  # type: ignore[call-overload]
+
+
+# The lab's vault (the lab's secrets are test values, kept in the clear).
+SECRETS = yaml.safe_load((ROOT / "inventories/lab/group_vars/all/vault.yml").read_text())
+REDIS_MACHINES = ("redis1", "redis2", "redis3")
+
+
+def sentinel_primary(machine: Callable[[str], Host], ask: Iterable[str] = REDIS_MACHINES):
+    """(address, port) of the primary as the first Sentinel of `ask` that answers sees it
+    (the contract's master name and port), or None when none answers."""
+    for name in ask:
+        out = answers(
+            machine(name),
+            f"redis-cli --no-auth-warning -p {port('redis_sentinel_port')} --user default "
+            f"--pass {SECRETS['vault_redis_sentinel_password']} SENTINEL get-master-addr-by-name "
+            f"{contract()['redis_sentinel_master_name']}",
+        )
+        if out and len(out.split()) == 2:
+            address, primary_port = out.split()
+            return address, int(primary_port)
+    return None

@@ -12,13 +12,12 @@ from collections.abc import Callable
 import pytest
 import yaml
 from conftest import CONNECTED, TIMED_OUT, tcp_probe
-from contract import ROOT, contract, host_values, port
+from contract import ROOT, SECRETS, contract, host_values, port, sentinel_primary
 from testinfra.host import Host
 
 MachineGetter = Callable[[str], Host]
 # The contract's own values, before the scenario's inventory changes them.
 DEFAULTS = yaml.safe_load((ROOT / "group_vars/all/contract.yml").read_text())
-SECRETS = yaml.safe_load((ROOT / "inventories/lab/group_vars/all/vault.yml").read_text())
 # A machine of each group, to connect to and from.
 ONE_OF = {"lb": "lb1", "app": "app1", "redis": "redis1", "monitoring": "monitor1"}
 
@@ -98,18 +97,13 @@ def redis_cli(machine: MachineGetter, *args: str, user: str = "default", secret:
     """A command to the Redis primary (found through Sentinel, under the contract's master
     name and ports), as `user` with the vault's `secret` (the admin's by default); the output,
     errors included."""
-    sentinel = redis1(
-        machine,
-        f"--user default --pass {SECRETS['vault_redis_sentinel_password']} "
-        f"-p {port('redis_sentinel_port')} SENTINEL get-master-addr-by-name "
-        f"{contract()['redis_sentinel_master_name']}",
-    ).split()
-    assert len(sentinel) == 2, f"no master under {contract()['redis_sentinel_master_name']}"
-    primary, primary_port = sentinel
-    assert int(primary_port) == port("redis_port")
+    primary = sentinel_primary(machine, ask=["redis1"])
+    assert primary is not None, f"no master under {contract()['redis_sentinel_master_name']}"
+    assert primary[1] == port("redis_port")
     password = SECRETS[secret or "vault_redis_password"]
     return redis1(
-        machine, f"--user {user} --pass {password} -h {primary} -p {primary_port} " + " ".join(args)
+        machine,
+        f"--user {user} --pass {password} -h {primary[0]} -p {primary[1]} " + " ".join(args),
     )
 
 

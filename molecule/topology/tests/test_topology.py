@@ -1,28 +1,39 @@
 """The whole topology, checked the way a user and an operator see it: requests from the
 lab's client machine through the balancers' virtual IP, while machines and services die.
 
-Every drill is bounded in time and restores what it broke, so the next one starts whole.
-The figures (gaps, failed requests) are printed: run with -s (molecule.yml does)."""
+Every drill runs the shared traffic loop (molecule/traffic.py: paced GETs over new and
+kept-alive connections, POSTs to a session, a user's timeout), breaks one part, asserts its
+own bounds on failed requests and on the longest time without a successful answer, and
+restores what it broke, so the next one starts whole. Machines are killed (docker kill, a
+crash: no shutdown, no goodbye advert) and stopped cleanly. POSTs are counted on the server
+too: the notes of the drill's session must equal the POSTs that got a success answer, give or
+take those whose answer was lost, so none was applied twice and none acknowledged was lost.
+The figures are printed (molecule.yml runs pytest with -s) and again at the end of the run:
+docs/failover.md is made from them."""
 
 import ipaddress
 import json
+import math
 import os
 import subprocess
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-import yaml
-from conftest import CONNECTED, TIMED_OUT, tcp_probe, wait_until
-from contract import contract, port
+from conftest import CONNECTED, TIMED_OUT, answers, tcp_probe, wait_until
+from contract import REDIS_MACHINES, SECRETS, port, sentinel_primary
 from playbooks import play_recap, run_playbook
 from testinfra.host import Host
+from traffic import Traffic
 
 ROOT = Path(__file__).resolve().parents[3]
 LAB = os.environ.get("LAB_NAME", "molecule-topology")
 SUBNET = ipaddress.ip_network(os.environ.get("LAB_SUBNET", "10.79.0.0/24"))
 VIP = str(SUBNET[100])
+BASE = f"https://{VIP}"
+MONITOR = str(SUBNET[41])
 ADDRESS = {
     name: str(SUBNET[number])
     for name, number in {
@@ -36,11 +47,25 @@ ADDRESS = {
         "client1": 91,
     }.items()
 }
-SECRETS = yaml.safe_load((ROOT / "inventories/lab/group_vars/all/vault.yml").read_text())
+BALANCERS = ("lb1", "lb2")
 FIGURES: list[str] = []
-# Seconds the looping client runs on after the VIP has moved (plus the Loop's 2 s tail);
-# requests must have resumed within them, leaving at least RESUMED_SECONDS of successes.
+# The drills' traffic: 4 GET threads (2 on kept-alive connections) every 0.1 s and a POST
+# every 0.5 s, well under nginx's per-address rate limit (50 r/s, burst 100).
+TRAFFIC = {"threads": 4, "keepalive": 2, "interval": 0.1, "post_interval": 0.5}
+# Seconds the traffic runs on after the VIP has moved; requests must have resumed within
+# them (and the Traffic's 2 s tail).
 RESUMED_SECONDS = 4
+# Targets of issue #16, each asserted by its drill.
+VIP_GAP = 1.0  # longest time without a success when the VIP holder or its nginx stops
+# ... and when it is killed: the issue's 1 s is not reachable with the parts. A connection
+# the client opens while the VIP is nowhere (or refused on a dead nginx) waits for the
+# kernel's SYN retransmission, 1 s after the first SYN, on top of the failover itself (3
+# missed 0.2 s adverts plus skew, 0.3-0.7 s measured): 1.2-1.5 s measured on this host.
+VIP_CRASH_GAP = 2.0
+REDIS_GAP = 5.0  # longest time without a session answer when the Redis primary crashes
+# The user's patience, seconds: the VIP and Redis drills, and the app machine drill.
+USER_TIMEOUT = 3.0
+APP_USER_TIMEOUT = 5.0
 
 MachineGetter = Callable[[str], Host]
 
@@ -64,21 +89,20 @@ def docker(*args: str) -> None:
 @pytest.fixture(scope="module")
 def client(machine: MachineGetter) -> Host:
     host = machine("client1")
-    files = Path(__file__).parent.parent / "files"
-    for name in ("loop_client.py", "request.py"):
-        copied = host.ansible(
-            "ansible.builtin.copy",
-            f"src={files / name} dest=/usr/local/bin/{name} mode=0755",
-            check=False,
-        )
-        assert not copied.get("failed"), copied
+    request_py = Path(__file__).parent.parent / "files" / "request.py"
+    copied = host.ansible(
+        "ansible.builtin.copy",
+        f"src={request_py} dest=/usr/local/bin/request.py mode=0755",
+        check=False,
+    )
+    assert not copied.get("failed"), copied
     return host
 
 
 def request(
     client: Host, method: str, path: str, cookie: str = "", body: dict | None = None
 ) -> dict:
-    command = f"python3 /usr/local/bin/request.py {method} https://{VIP}{path}"
+    command = f"python3 /usr/local/bin/request.py {method} {BASE}{path}"
     if cookie:
         command += f" --cookie '{cookie}'"
     if body is not None:
@@ -88,48 +112,64 @@ def request(
     return json.loads(result.stdout)
 
 
-class Loop:
-    """A client looping GETs through the VIP in the background, on the client machine, for
-    as long as the `with` block lasts (and at most 300 s); `.report` is what it saw."""
-
-    def __init__(self, client: Host, path: str, cookie: str = "") -> None:
-        self.client = client
-        self.path = path
-        self.cookie = cookie
-        self.unit = f"loop-client-{time.time_ns()}"
-        self.file = f"/var/tmp/{self.unit}.json"
-        self.report: dict = {}
-
-    def __enter__(self) -> "Loop":
-        cookie_arg = f" --cookie '{self.cookie}'" if self.cookie else ""
-        started = self.client.run(
-            f"systemd-run --unit {self.unit} --collect python3 /usr/local/bin/loop_client.py "
-            f"https://{VIP}{self.path} {self.file}{cookie_arg} --max-seconds 300"
-        )
-        assert started.rc == 0, started.stderr
-        time.sleep(2)  # a baseline of successful requests before the drill
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        time.sleep(2)  # and a tail of them after
-        self.client.run(f"systemctl stop {self.unit}")
-        written = wait_until(lambda: self.client.file(self.file).exists, timeout=10)
-        assert written is not None, "the looping client wrote no report"
-        self.report = json.loads(self.client.file(self.file).content_string)
+def new_session(client: Host, note: str) -> str:
+    """The cookie of a new session holding one note."""
+    made = request(client, "POST", "/api/session/notes", body={"note": note})
+    assert made["status"] == 201, made
+    return made["set_cookie"].split(";")[0]
 
 
-def answers(host: Host, command: str) -> str | None:
-    """The command's output, or None when the machine does not answer (stopped, booting)."""
-    try:
-        result = host.run(command)
-    except RuntimeError:
-        return None
-    return result.stdout if result.rc == 0 else None
+def notes(client: Host, cookie: str) -> list[str]:
+    read = request(client, "GET", "/api/session", cookie=cookie)
+    assert read["status"] == 200, read
+    return json.loads(read["body"])["notes"]
+
+
+def traffic(client: Host, cookie: str, **options: object) -> Traffic:
+    """The drills' traffic: GETs of `get` (default /hello), POSTs of a note to the session."""
+    return Traffic(
+        client,
+        BASE,
+        post="/api/session/notes",
+        cookie=cookie,
+        **{**TRAFFIC, "timeout": USER_TIMEOUT, **options},
+    )
+
+
+def posts_applied_once(client: Host, cookie: str, report: dict) -> str:
+    """Asserts the drill's POSTs were applied exactly once each: the session holds one note
+    per POST answered 2xx, plus at most those whose answer was lost or was a 5xx (the app may
+    have stored the note before the answer failed). Returns the figure."""
+    applied = len([note for note in notes(client, cookie) if note.startswith("drill ")])
+    ambiguous = report["posts_unknown"] + report["posts_failed_5xx"]
+    assert report["posts_ok"] <= applied <= report["posts_ok"] + ambiguous, (applied, report)
+    return (
+        f"POSTs {report['posts']}: {report['posts_ok']} acknowledged, {applied} applied "
+        f"({ambiguous} without a clear answer)"
+    )
+
+
+def describe(report: dict) -> str:
+    """The figures of a Traffic report, one line."""
+    return (
+        f"{report['failures']} of {report['requests']} requests failed "
+        f"({report['get_failures']} of {report['gets']} GETs, "
+        f"{report['post_failures']} of {report['posts']} POSTs), longest gap "
+        f"{report['longest_gap']}s, errors {report['errors']}, statuses {report['statuses']}, "
+        f"{report['reconnects']} kept-alive GETs sent again"
+    )
+
+
+def failure_bound(report: dict, gap: float) -> int:
+    """Failed requests a gap of `gap` seconds allows: the requests sent in it, plus one in
+    flight per thread."""
+    rate = report["requests"] / max(report["seconds"], 1.0)
+    return math.ceil(rate * gap) + TRAFFIC["threads"] + 1
 
 
 def vip_holders(machine: MachineGetter) -> list[str]:
     holders = []
-    for name in ("lb1", "lb2"):
+    for name in BALANCERS:
         if running(name) and f"{VIP}/" in (answers(machine(name), "ip -br -4 addr show") or ""):
             holders.append(name)
     return holders
@@ -146,8 +186,9 @@ def running(name: str) -> bool:
 
 
 def restart_machine(machine: MachineGetter, name: str) -> None:
-    """Start a stopped machine and wait until it answers SSH again."""
-    docker("start", f"{LAB}-{name}")
+    """Start a stopped or killed machine and wait until it answers SSH again."""
+    if not running(name):
+        docker("start", f"{LAB}-{name}")
     back = wait_until(
         lambda: answers(machine(name), "systemctl is-system-running --wait || true") is not None,
         timeout=90,
@@ -193,14 +234,16 @@ def vip_drill(
     break_master: Callable[[str], object],
     restore_master: Callable[[str], object],
     settle: float = 60,
+    gap: float = VIP_GAP,
 ) -> None:
-    """Breaks the VIP holder under a looping client, checks the VIP moves to the other
-    balancer alone and requests resume there, restores the holder, and waits until one
-    balancer holds the VIP again."""
+    """Breaks the VIP holder under the drills' traffic, checks the VIP moves to the other
+    balancer alone and requests resume there within VIP_GAP, restores the holder, and waits
+    until one balancer holds the VIP again."""
     master = only_one_holder(machine, timeout=settle)
-    other = next(name for name in ("lb1", "lb2") if name != master)
+    other = next(name for name in BALANCERS if name != master)
+    cookie = new_session(client, "vip drill")
     try:
-        with Loop(client, "/hello") as loop:
+        with traffic(client, cookie) as loop:
             break_master(master)
             moved = wait_until(lambda: vip_holders(machine) == [other], timeout=30)
             time.sleep(RESUMED_SECONDS)  # the client keeps going on the new holder
@@ -208,52 +251,86 @@ def vip_drill(
         restore_master(master)
     report = loop.report
     assert moved is not None, f"the VIP did not move to {other} alone: {vip_holders(machine)}"
-    figure(
-        f"{what.format(master=master)}: VIP moved in {moved:.1f}s; longest gap "
-        f"{report['longest_gap']}s, {report['failures']} of {report['requests']} requests failed"
-    )
+    posts = posts_applied_once(client, cookie, report)
+    figure(f"{what.format(master=master)}: VIP moved in {moved:.1f}s; {describe(report)}; {posts}")
     # Requests resumed: every request of the last seconds, after the move, succeeded.
     assert report["ok_for_last"] >= RESUMED_SECONDS, report
-    assert report["failures"] < report["requests"] / 2, report
-    only_one_holder(machine, timeout=90)
+    assert report["longest_gap"] <= gap, report
+    assert report["failures"] <= failure_bound(report, gap), report
+    # The next drill starts whole: the restored balancer's keepalived runs again (as the
+    # backup: keepalived does not preempt by default) and one balancer holds the VIP.
+    rejoined = wait_until(
+        lambda: answers(machine(master), "systemctl is-active keepalived nginx") is not None,
+        timeout=60,
+        step=1,
+    )
+    assert rejoined is not None, f"keepalived or nginx did not come back on {master}"
+    time.sleep(2)
+    only_one_holder(machine, timeout=30)
 
 
+@pytest.mark.parametrize(
+    ("how", "command"), [("killed", "kill"), ("stopped", "stop")], ids=["kill", "stop"]
+)
 def test_losing_a_balancer_moves_the_vip_and_requests_resume(
-    machine: MachineGetter, client: Host
+    machine: MachineGetter, client: Host, how: str, command: str
 ) -> None:
     vip_drill(
         machine,
         client,
-        "balancer {master} stopped",
-        break_master=lambda master: docker("stop", f"{LAB}-{master}"),
+        f"balancer {{master}} {how} (docker {command})",
+        break_master=lambda master: docker(command, f"{LAB}-{master}"),
         restore_master=lambda master: restart_machine(machine, master),
+        settle=90,
+        gap=VIP_CRASH_GAP if command == "kill" else VIP_GAP,
     )
 
 
-def test_losing_nginx_on_the_master_moves_the_vip(machine: MachineGetter, client: Host) -> None:
+@pytest.mark.parametrize(
+    ("how", "command"),
+    [("killed", "systemctl kill --signal=KILL nginx"), ("stopped", "systemctl stop nginx")],
+    ids=["kill", "stop"],
+)
+def test_losing_nginx_on_the_master_moves_the_vip(
+    machine: MachineGetter, client: Host, how: str, command: str
+) -> None:
     vip_drill(
         machine,
         client,
-        "nginx stopped on {master}",
-        break_master=lambda master: machine(master).run("systemctl stop nginx"),
-        restore_master=lambda master: machine(master).run("systemctl start nginx"),
+        f"nginx {how} on {{master}} ({command})",
+        break_master=lambda master: machine(master).run(command),
+        restore_master=lambda master: machine(master).run(
+            "systemctl reset-failed nginx; systemctl start nginx"
+        ),
         settle=90,
+        gap=VIP_CRASH_GAP if how == "killed" else VIP_GAP,
     )
 
 
-def test_losing_an_app_machine_fails_no_get(machine: MachineGetter, client: Host) -> None:
+@pytest.mark.parametrize(
+    ("how", "command"), [("killed", "kill"), ("stopped", "stop")], ids=["kill", "stop"]
+)
+def test_losing_an_app_machine_fails_no_get(
+    machine: MachineGetter, client: Host, how: str, command: str
+) -> None:
+    """With a user's 5 s timeout, no GET fails: nginx gives up on the dead machine within its
+    connect/read timeouts and sends the GET to the other. A POST under way on the dead machine
+    may fail (nginx never sends a POST twice), but none is applied twice."""
+    cookie = new_session(client, "app drill")
     try:
-        with Loop(client, "/hello") as loop:
-            docker("stop", f"{LAB}-app1")
-            time.sleep(5)
+        with traffic(client, cookie, timeout=APP_USER_TIMEOUT) as loop:
+            docker(command, f"{LAB}-app1")
+            time.sleep(6)
     finally:
         restart_machine(machine, "app1")
     report = loop.report
+    posts = posts_applied_once(client, cookie, report)
     figure(
-        f"app1 stopped: {report['failures']} of {report['requests']} GETs failed, longest gap "
-        f"{report['longest_gap']}s, served by {report['served_by']}"
+        f"app1 {how} (docker {command}): {describe(report)}; {posts}; "
+        f"served by {report['served_by']}"
     )
-    assert report["failures"] == 0, report
+    assert report["get_failures"] == 0, report
+    assert report["post_failures"] <= 1, report
     both = wait_until(
         lambda: (
             {request(client, "GET", "/hello")["served_by"] for _ in range(6)} == {"app1", "app2"}
@@ -264,51 +341,66 @@ def test_losing_an_app_machine_fails_no_get(machine: MachineGetter, client: Host
     assert both is not None, "app1 did not come back into the upstream"
 
 
-def sentinel_primary(machine: MachineGetter) -> str | None:
-    password = SECRETS["vault_redis_sentinel_password"]
-    for name in ("redis1", "redis2", "redis3"):
-        if not running(name):
-            continue
-        out = answers(
-            machine(name),
-            f"redis-cli -p {port('redis_sentinel_port')} --user default --pass {password} "
-            "--no-auth-warning SENTINEL get-master-addr-by-name "
-            f"{contract()['redis_sentinel_master_name']}",
-        )
-        if out and out.split():
-            return out.split()[0]
-    return None
+def redis_primary(machine: MachineGetter) -> str | None:
+    """The inventory name of the primary the running Sentinels name, if any answers."""
+    found = sentinel_primary(machine, ask=[name for name in REDIS_MACHINES if running(name)])
+    if found is None:
+        return None
+    return next(name for name, address in ADDRESS.items() if address == found[0])
 
 
-def test_losing_the_redis_primary_keeps_the_sessions(machine: MachineGetter, client: Host) -> None:
-    made = request(client, "POST", "/api/session/notes", body={"note": "before the failover"})
-    cookie = made["set_cookie"].split(";")[0]
-    old = sentinel_primary(machine)
+@pytest.mark.parametrize(
+    ("how", "command"), [("killed", "kill"), ("stopped", "stop")], ids=["kill", "stop"]
+)
+def test_losing_the_redis_primary_keeps_the_sessions(
+    machine: MachineGetter, client: Host, how: str, command: str
+) -> None:
+    """Session reads and writes fail for at most REDIS_GAP while Sentinel promotes a replica,
+    and nothing acknowledged is lost: the app writes with WAIT for a replica (the write is on
+    a replica before the user hears 201) and Sentinel promotes the most up-to-date replica."""
+    cookie = new_session(client, "before the failover")
+    old = redis_primary(machine)
     assert old is not None, "no Sentinel answered"
-    old_name = next(name for name, address in ADDRESS.items() if address == old)
     try:
-        with Loop(client, "/api/session", cookie=cookie) as loop:
-            docker("stop", f"{LAB}-{old_name}")
+        with traffic(client, cookie, get="/api/session") as loop:
+            docker(command, f"{LAB}-{old}")
             promoted = wait_until(
-                lambda: sentinel_primary(machine) not in (None, old), timeout=60, step=1
+                lambda: redis_primary(machine) not in (None, old), timeout=60, step=0.5
             )
             back = wait_until(
                 lambda: request(client, "GET", "/api/session", cookie=cookie)["status"] == 200,
                 timeout=60,
-                step=1,
+                step=0.5,
             )
+            time.sleep(RESUMED_SECONDS)
     finally:
-        restart_machine(machine, old_name)
+        restart_machine(machine, old)
     report = loop.report
     assert promoted is not None, "Sentinel promoted no replica"
     assert back is not None, "the app did not follow the new primary"
+    posts = posts_applied_once(client, cookie, report)
     figure(
-        f"redis primary {old_name} stopped: new primary after {promoted:.1f}s; "
-        f"{report['failures']} of {report['requests']} session reads failed, "
-        f"longest gap {report['longest_gap']}s"
+        f"redis primary {old} {how} (docker {command}): new primary after {promoted:.1f}s; "
+        f"session requests failing for {report['failing_for']}s; {describe(report)}; {posts}"
     )
-    session = request(client, "GET", "/api/session", cookie=cookie)
-    assert "before the failover" in session["body"], session
+    assert "before the failover" in notes(client, cookie)
+    assert report["longest_gap"] <= REDIS_GAP, report
+    assert report["ok_for_last"] >= RESUMED_SECONDS, report
+    # The old primary comes back as a replica of the new one.
+    rejoined = wait_until(
+        lambda: "role:slave" in (answers(machine(old), replication_info()) or ""),
+        timeout=60,
+        step=2,
+    )
+    assert rejoined is not None, f"{old} did not rejoin as a replica"
+
+
+def replication_info() -> str:
+    """The command that prints a Redis machine's own replication state."""
+    return (
+        f"redis-cli --no-auth-warning -p {port('redis_port')} --user default "
+        f"--pass {SECRETS['vault_redis_password']} INFO replication"
+    )
 
 
 APP_MACHINES = ("app1", "app2")
@@ -345,14 +437,13 @@ def test_a_rolling_update_fails_no_request(
     pytestconfig: pytest.Config, machine: MachineGetter, client: Host
 ) -> None:
     before = current_releases(machine)
-    with Loop(client, "/hello") as loop:
+    cookie = new_session(client, "rolling update")
+    with traffic(client, cookie, post_interval=3) as loop:
         update = rolling_update(pytestconfig, app_version="rolling-update-test")
     report = loop.report
     assert update["rc"] == 0, update["tail"]
-    figure(
-        f"rolling update: {report['failures']} of {report['requests']} requests failed, "
-        f"longest gap {report['longest_gap']}s"
-    )
+    posts = posts_applied_once(client, cookie, report)
+    figure(f"rolling update: {describe(report)}; {posts}")
     assert report["failures"] == 0, report
     after = current_releases(machine)
     assert after["app1"] == after["app2"] != before["app1"], (before, after)
@@ -367,8 +458,9 @@ def test_a_failed_machine_stops_the_rolling_update(
     machine; the rollout stops there, that machine stays drained, the others keep their
     release, and no request fails. A good rollout afterwards puts everything back."""
     before = current_releases(machine)
+    cookie = new_session(client, "stopped rolling update")
     try:
-        with Loop(client, "/hello") as loop:
+        with traffic(client, cookie, post_interval=3) as loop:
             update = rolling_update(
                 pytestconfig,
                 app_version="rolling-update-broken",
@@ -386,8 +478,8 @@ def test_a_failed_machine_stops_the_rolling_update(
         assert drained_on(machine, "app2") == []
         report = loop.report
         figure(
-            f"rolling update stopped at app1: {report['failures']} of {report['requests']} "
-            f"requests failed, served by {report['served_by']}"
+            f"rolling update stopped at app1: {describe(report)}; "
+            f"{posts_applied_once(client, cookie, report)}; served by {report['served_by']}"
         )
         assert report["failures"] == 0, report
     finally:
@@ -412,3 +504,82 @@ def test_the_client_cannot_reach_app_or_redis_ports(
     up, so the time-out is the firewall's doing. Ports as the contract sets them."""
     assert tcp_probe(machine(allowed), ADDRESS[target], port(name)) == CONNECTED
     assert tcp_probe(client, ADDRESS[target], port(name)) == TIMED_OUT
+
+
+# Drops VRRP (IP protocol 112) both ways on a balancer, in a table of its own that the
+# firewall role does not manage, so removing it restores exactly what was there.
+BLOCK_VRRP = (
+    "nft add table inet drill_split && "
+    "nft add chain inet drill_split in '{ type filter hook input priority -10 ; }' && "
+    "nft add chain inet drill_split out '{ type filter hook output priority -10 ; }' && "
+    "nft add rule inet drill_split in meta l4proto 112 drop && "
+    "nft add rule inet drill_split out meta l4proto 112 drop"
+)
+UNBLOCK_VRRP = "nft delete table inet drill_split"
+SPLIT_ALERT = "VipHeldByBoth"
+
+
+def monitor_api(port_name: str, path: str) -> object:
+    """GET a path of Prometheus or Alertmanager on the monitoring machine (the admin network
+    reaches them, as test_monitoring.py does); the decoded JSON."""
+    url = f"http://{MONITOR}:{port(port_name)}{path}"
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return json.load(response)
+
+
+def split_alert_state() -> str | None:
+    """The state of the split-brain alert in Prometheus (pending, firing), or None."""
+    answer = monitor_api("monitoring_prometheus_port", "/api/v1/alerts")
+    states = [
+        alert["state"]
+        for alert in answer["data"]["alerts"]  # type: ignore[index]
+        if alert["labels"].get("alertname") == SPLIT_ALERT
+    ]
+    return "firing" if "firing" in states else (states[0] if states else None)
+
+
+def split_alert_in_alertmanager() -> bool:
+    alerts = monitor_api("monitoring_alertmanager_port", "/api/v2/alerts?active=true")
+    return any(alert["labels"].get("alertname") == SPLIT_ALERT for alert in alerts)  # type: ignore[union-attr]
+
+
+def test_a_split_brain_is_alerted_and_heals_to_one_holder(
+    machine: MachineGetter, client: Host
+) -> None:
+    """VRRP blocked between the live balancers: both claim the VIP, the operator's alert
+    fires (Prometheus, and Alertmanager has it), and once adverts flow again the VIP ends on
+    exactly one balancer and the stack serves. Bounded: 150 s for the alert, 30 s to heal."""
+    only_one_holder(machine, timeout=90)
+    quiet = wait_until(lambda: split_alert_state() is None, timeout=120, step=5)
+    assert quiet is not None, f"{SPLIT_ALERT} is raised before the drill: {split_alert_state()}"
+    started = time.monotonic()
+    try:
+        for name in BALANCERS:
+            blocked = machine(name).run(BLOCK_VRRP)
+            assert blocked.rc == 0, blocked.stderr
+        both = wait_until(lambda: sorted(vip_holders(machine)) == list(BALANCERS), timeout=30)
+        assert both is not None, f"VIP holders with VRRP blocked: {vip_holders(machine)}"
+        firing = wait_until(lambda: split_alert_state() == "firing", timeout=150, step=3)
+        assert firing is not None, f"{SPLIT_ALERT} did not fire: {split_alert_state()}"
+        notified = wait_until(split_alert_in_alertmanager, timeout=30, step=2)
+        assert notified is not None, f"Alertmanager has no {SPLIT_ALERT}"
+        split = time.monotonic() - started
+    finally:
+        for name in BALANCERS:
+            machine(name).run(UNBLOCK_VRRP)
+    healed = wait_until(lambda: len(vip_holders(machine)) == 1, timeout=30)
+    assert healed is not None, f"VIP holders after the split: {vip_holders(machine)}"
+    holder = vip_holders(machine)[0]
+    # Stays healed: still one holder a few adverts later, and the stack serves through it.
+    time.sleep(3)
+    assert vip_holders(machine) == [holder]
+    served = [request(client, "GET", "/hello")["status"] for _ in range(10)]
+    assert served == [200] * 10, served
+    cleared = wait_until(lambda: split_alert_state() is None, timeout=120, step=5)
+    figure(
+        f"split brain (VRRP dropped both ways): both held the VIP after {both:.1f}s, "
+        f"{SPLIT_ALERT} firing after {firing:.0f}s and in Alertmanager; one holder ({holder}) "
+        f"{healed:.1f}s after the path came back ({split:.0f}s split); alert cleared after "
+        f"{cleared if cleared is None else round(cleared)}s"
+    )
+    assert cleared is not None, f"{SPLIT_ALERT} stayed after the split healed"
