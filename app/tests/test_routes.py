@@ -338,7 +338,7 @@ def test_events_stream_ticks_then_ends(client):
     assert events[0] == {"retry": "200"}
     ticks = [e for e in events[1:] if e.get("event") == "tick"]
     assert [e["id"] for e in ticks] == ["0", "1", "2", "3", "4"]
-    assert [json.loads(e["data"]) for e in ticks][0] == {"n": 0, "served_by": "test-app"}
+    assert next(json.loads(e["data"]) for e in ticks) == {"n": 0, "served_by": "test-app"}
     assert events[-1]["event"] == "end"
     assert json.loads(events[-1]["data"]) == {"events": 5, "seconds": 1, "served_by": "test-app"}
     assert 1.0 <= elapsed < 3  # the stream lasts `seconds`, no less

@@ -53,7 +53,8 @@ def register(app: Bottle, ctx: AppContext) -> None:
             started = time.monotonic()
             ends = started + seconds
             # `retry` tells an EventSource how long to wait before reconnecting.
-            yield f"retry: {every_ms}\n\n".encode() + sse("tick", {"n": 0, "served_by": served_by}, 0)
+            first = sse("tick", {"n": 0, "served_by": served_by}, 0)
+            yield f"retry: {every_ms}\n\n".encode() + first
             sent = 1
             while True:
                 due = started + sent * every_ms / 1000
