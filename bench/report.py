@@ -331,6 +331,7 @@ def collect_run(run_dir: Path, label: str) -> dict[str, Any]:
         "phases": (run_dir / "phases.txt").read_text().split()
         if (run_dir / "phases.txt").exists()
         else [],
+        "only": [n for n in read_first(str(run_dir / "only.txt"), r"^(.*)$").split(",") if n],
         "machine_start": machine("start"),
         "machine_end": machine("end"),
         "steps": read_steps(run_dir / "steps.tsv"),
@@ -421,6 +422,8 @@ def command_of(run: dict[str, Any]) -> str:
     phases = run.get("phases") or []
     if phases and phases != ["gevent", "sync"]:
         prefix += f"BENCH_PHASES='{' '.join(phases)}' "
+    if run.get("only"):
+        prefix += f"BENCH_ONLY={','.join(run['only'])} "
     return f"{prefix}./stack bench{'' if label == BASELINE else ' ' + label}"
 
 
