@@ -3,11 +3,11 @@
     report.py machine --out FILE
         Describes this computer now (CPU, cores, RAM, kernel, load, running containers) as
         JSON; bench/run.sh calls it at the start and at the end of a run.
-    report.py sample --out FILE [--before]
-        The lab machines now, as JSON: each container's cgroup CPU time and memory, and in
-        the balancers and app machines (docker exec, files/sample.py) each nginx and gunicorn
-        process's memory and sockets and the kernel's TCP counters. bench/tasks/case.yml
-        calls it before and after every case (and while connections are held).
+    report.py sample --out FILE
+        The lab machines now, as JSON, read from the host: each container's cgroup CPU time
+        and memory, and in the balancers and app machines each nginx and gunicorn process's
+        memory and sockets and the kernel's TCP counters. bench/tasks/case.yml calls it
+        before and after every case (and while connections are held).
     report.py build --run DIR --label LABEL [--docs docs/benchmarks]
         Reads a run's raw results (DIR, written by bench/run.sh and the bench playbooks),
         keeps them as DOCS/runs/LABEL.json, then redraws DOCS from every kept run: the plots
@@ -80,10 +80,15 @@ def describe_machine() -> dict[str, Any]:
 
 # --- Samples of the lab machines -----------------------------------------------------------
 
-SAMPLE_SCRIPT = Path(__file__).with_name("files") / "sample.py"
-# Inside these machines report.py sample also reads processes and TCP counters.
+# In these machines report.py sample also reads the nginx and gunicorn processes.
 INSIDE = ("lb", "app")
 TIERS = {"lb": "balancers", "app": "app machines", "redis": "Redis", "client": "load generator"}
+TCP_COUNTERS = (
+    "Tcp.ActiveOpens", "Tcp.PassiveOpens", "Tcp.AttemptFails", "Tcp.EstabResets",
+    "Tcp.CurrEstab", "Tcp.RetransSegs", "TcpExt.ListenOverflows", "TcpExt.ListenDrops",
+    "TcpExt.TCPTimeouts", "TcpExt.TCPAbortOnMemory", "TcpExt.TCPReqQFullDrop",
+    "TcpExt.SyncookiesSent", "TcpExt.TW",
+)  # fmt: skip
 
 
 def tier_of(machine: str) -> str:
@@ -102,54 +107,85 @@ def lab_containers() -> dict[str, str]:
     return found
 
 
+def cgroup_dir(controller: str, cid: str) -> Path:
+    """A container's cgroup: v1 (CONTROLLER/docker/ID) or v2 (system.slice/docker-ID.scope)."""
+    v1 = Path(f"/sys/fs/cgroup/{controller}/docker/{cid}")
+    return v1 if v1.exists() else Path(f"/sys/fs/cgroup/system.slice/docker-{cid}.scope")
+
+
 def cgroup_figures(cid: str) -> dict[str, int]:
-    """CPU time (ns) and memory (bytes) of a container from its cgroup: v1 (cpuacct, memory
-    controllers under docker/) or v2 (system.slice/docker-ID.scope)."""
-    v1_cpu = Path(f"/sys/fs/cgroup/cpuacct/docker/{cid}/cpuacct.usage")
+    """CPU time (ns) and memory (bytes) of a container from its cgroup."""
+    v1_cpu = cgroup_dir("cpuacct", cid) / "cpuacct.usage"
     if v1_cpu.exists():
-        memory = Path(f"/sys/fs/cgroup/memory/docker/{cid}/memory.usage_in_bytes")
+        memory = cgroup_dir("memory", cid) / "memory.usage_in_bytes"
         return {"cpu_ns": int(v1_cpu.read_text()), "mem_bytes": int(memory.read_text())}
-    v2 = Path(f"/sys/fs/cgroup/system.slice/docker-{cid}.scope")
+    v2 = cgroup_dir("unified", cid)
     usec = read_first(str(v2 / "cpu.stat"), r"^usage_usec (\d+)") or "0"
     memory = read_first(str(v2 / "memory.current"), r"^(\d+)") or "0"
     return {"cpu_ns": int(usec) * 1000, "mem_bytes": int(memory)}
 
 
-def inside_figures(containers: dict[str, str]) -> dict[str, Any]:
-    """files/sample.py run in every balancer and app machine at once (docker exec)."""
-    script = SAMPLE_SCRIPT.read_bytes()
-    started = {
-        name: subprocess.Popen(
-            ["docker", "exec", "-i", LAB_PREFIX + name, "python3", "-"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-        )
-        for name in sorted(containers)
-        if tier_of(name) in INSIDE
-    }
-    found = {}
-    for name, process in started.items():
+def tcp_counters(pid: int) -> dict[str, int]:
+    """The kernel's TCP counters of the network namespace of process `pid` (its
+    /proc/PID/net/snmp and netstat: `Name: fields` / `Name: values` line pairs)."""
+    found: dict[str, int] = {}
+    for table in ("snmp", "netstat"):
         try:
-            out, _ = process.communicate(script, timeout=60)
-            found[name] = json.loads(out)
-        except (subprocess.TimeoutExpired, ValueError):
-            process.kill()
-            found[name] = None
+            rows = Path(f"/proc/{pid}/net/{table}").read_text().splitlines()
+        except OSError:
+            continue
+        for head, values in zip(rows[::2], rows[1::2], strict=False):
+            prefix, names = head.split(":", 1)
+            numbers = values.split(":", 1)[1].split()
+            for name, value in zip(names.split(), numbers, strict=False):
+                if f"{prefix}.{name}" in TCP_COUNTERS:
+                    found[f"{prefix}.{name}"] = int(value)
     return found
 
 
-def sample(before: bool) -> dict[str, Any]:
-    """The lab machines now. The processes are read through docker exec, which costs CPU in
-    those machines: before a case that happens ahead of the cgroup reading, after it behind."""
+def processes_of(cid: str) -> tuple[list[dict[str, Any]], int]:
+    """The nginx and gunicorn processes of a container, each with its resident memory and
+    open sockets, read from the host's /proc (root there may read every process's fds, which
+    root inside the container, without CAP_SYS_PTRACE, may not); and one pid of it."""
+    pids = []  # systemd in the container makes cgroups of its own below the container's
+    for procs in sorted(cgroup_dir("memory", cid).rglob("cgroup.procs")):
+        pids += [int(p) for p in read_first(str(procs), r"([\s\S]*)").split()]
+    found = []
+    for pid in pids:
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+            if not (cmd.startswith("nginx") or "gunicorn" in cmd):
+                continue
+            status = Path(f"/proc/{pid}/status").read_text()
+            fds = Path(f"/proc/{pid}/fd")
+            sockets = sum(os.readlink(fd).startswith("socket:") for fd in fds.iterdir())
+        except (OSError, UnicodeDecodeError):  # gone meanwhile
+            continue
+        rss = re.search(r"^VmRSS:\s+(\d+)", status, re.MULTILINE)
+        found.append({
+            "pid": pid,
+            "cmd": cmd[:80],
+            "rss_kib": int(rss.group(1)) if rss else 0,
+            "sockets": sockets,
+        })  # fmt: skip
+    return found, (pids[0] if pids else 0)
+
+
+def sample() -> dict[str, Any]:
+    """The lab machines now, all read from the host (nothing runs inside the machines, so the
+    reading costs them no CPU): cgroup CPU time and memory of every machine, and in the
+    balancers and app machines the nginx/gunicorn processes and the TCP counters."""
     containers = lab_containers()
-    inside = inside_figures(containers) if before else {}
-    figures = {
+    figures: dict[str, Any] = {
         "time": datetime.now(UTC).timestamp(),
         "loadavg": Path("/proc/loadavg").read_text().split()[:3],
         "cgroups": {name: cgroup_figures(cid) for name, cid in containers.items()},
+        "inside": {},
     }
-    figures["inside"] = inside if before else inside_figures(containers)
+    for name, cid in sorted(containers.items()):
+        if tier_of(name) in INSIDE:
+            processes, pid = processes_of(cid)
+            figures["inside"][name] = {"processes": processes, "tcp": tcp_counters(pid)}
     return figures
 
 
@@ -564,7 +600,8 @@ def proxy_lines(run: dict[str, Any]) -> list[str]:
     rps_direct = spread(run, "hello-direct", lambda c, f: f.ok_rps)
     ratio = rps_via.mid / rps_direct.mid if rps_direct.mid else 0
     return [
-        f"- **Proxy overhead** (`/hello`, 100 connections, {len(rps_via.values)} runs each): "
+        f"- **Proxy overhead** (`/hello`, {runs_of(run, 'hello')[0]['case']['connections']} "
+        f"connections, {len(rps_via.values)} runs each): "
         f"nginx and TLS cost the balancers {through.get('lb', Spread([])).show(fmt_us)} CPU "
         f"microseconds per request (median, min-max). The app machines spend "
         f"{through.get('app', Spread([])).show(fmt_us)} us per request behind nginx and "
@@ -860,7 +897,6 @@ def main() -> int:
     machine.add_argument("--out", type=Path, required=True)
     sampled = commands.add_parser("sample", help="the lab machines' CPU, memory, sockets now")
     sampled.add_argument("--out", type=Path, required=True)
-    sampled.add_argument("--before", action="store_true", help="processes read first")
     built = commands.add_parser("build", help="keep a run, redraw docs/benchmarks")
     built.add_argument("--run", type=Path, required=True, help="raw results of bench/run.sh")
     built.add_argument("--label", required=True)
@@ -870,7 +906,7 @@ def main() -> int:
         args.out.write_text(json.dumps(describe_machine(), indent=2) + "\n")
         return 0
     if args.command == "sample":
-        args.out.write_text(json.dumps(sample(args.before)) + "\n")
+        args.out.write_text(json.dumps(sample()) + "\n")
         return 0
     return build(args.run, args.label, args.docs)
 
