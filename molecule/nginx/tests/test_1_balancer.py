@@ -74,8 +74,18 @@ def test_upstream_comes_from_the_app_group(host: testinfra.host.Host) -> None:
     assert "server 10.78.4.21:8000 weight=1 max_fails=3 fail_timeout=10s;" in backends
     assert "server 10.78.4.22:8000 weight=1 max_fails=3 fail_timeout=10s;" in backends
     upstream = host.run("nginx -T").stdout
-    for directive in ("least_conn;", "keepalive 64;", "keepalive_timeout 4s;"):
+    for directive in ("least_conn;", "keepalive 1024;", "keepalive_timeout 4s;"):
         assert directive in upstream
+
+
+def test_each_worker_has_its_own_accept_queue(host: testinfra.host.Host) -> None:
+    # reuseport: one listening socket per worker on each port, so the kernel spreads a burst
+    # of new connections over the workers instead of one worker accepting them all.
+    workers = len(host.run("pgrep -f 'nginx: worker process'").stdout.split())
+    assert workers >= 1
+    for port in (80, 443):
+        listening = host.run(f"ss -Hltn sport = :{port}").stdout.splitlines()
+        assert len(listening) == workers, listening
 
 
 def test_sized_for_ten_thousand_clients(host: testinfra.host.Host) -> None:
