@@ -303,7 +303,7 @@ def held_figures(before: dict[str, Any], held: dict[str, Any]) -> dict[str, Any]
                 "rss_growth_kib": p["rss_kib"] - rss_before.get(p["pid"], p["rss_kib"]),
             }
             for p in inside["processes"]
-            if "worker" in p["cmd"] or ("gunicorn" in p["cmd"] and p["sockets"] > 2)
+            if "master" not in p["cmd"]  # nginx workers and every gunicorn process
         ]
         found[name] = {
             "cgroup_growth_bytes": held["cgroups"][name]["mem_bytes"]
