@@ -863,8 +863,11 @@ def build(run_dir: Path, label: str, docs: Path) -> int:
     (runs_dir / f"{label}.json").write_text(json.dumps(run, indent=2) + "\n")
 
     runs = [json.loads(p.read_text()) for p in sorted(runs_dir.glob("*.json"))]
-    baseline = next((r for r in runs if r["label"] == BASELINE), None)
-    trials = [r for r in runs if r["label"] != BASELINE]
+    # The reference: the run labelled baseline, else the kept run with the most cases.
+    baseline = next((r for r in runs if r["label"] == BASELINE), None) or max(
+        runs, key=lambda r: len(r["cases"]), default=None
+    )
+    trials = [r for r in runs if r is not baseline]
     shown = baseline or run
     plots = draw_plots([shown, *trials], docs)
 
