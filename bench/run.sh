@@ -9,6 +9,10 @@
 #   BENCH_VARS='{"nginx_upstream_keepalive": 512}' ./stack bench tuned
 #                              a tuning trial: these extra vars go to site.yml for the run,
 #                              and README.md's Tuning section compares it with the baseline
+#   BENCH_PHASES=gevent ./stack bench
+#                              only these phases (default: gevent sync)
+#   BENCH_ONLY=idle,hello,hello-direct ./stack bench trial
+#                              only these cases (default: every case of vars/cases.yml)
 #
 # Needs the lab up (`./stack up`). 10-15 minutes on a busy 2-core machine. What it
 # changes on the lab for the run, and puts back at the end even on failure or Ctrl-C
@@ -23,6 +27,8 @@ cd "$(dirname "$0")/.."
 
 LABEL=${1:-baseline}
 BENCH_VARS=${BENCH_VARS:-}
+BENCH_PHASES=${BENCH_PHASES:-gevent sync}
+BENCH_ONLY=${BENCH_ONLY:-}
 VENV=.cache/venv-bench  # under .cache/: ignored by git and by every linter
 PYTHON=${PYTHON:-$(command -v python3 || true)}
 export PATH="$PWD/.venv/bin:$PATH"
@@ -76,6 +82,12 @@ keep=(-e "app_rollback_to=$live")
 extra=("${keep[@]}" -e '{"nginx_rate_limit": false}')
 [ -z "$BENCH_VARS" ] || extra+=(-e "$BENCH_VARS")
 if [ -n "$BENCH_VARS" ]; then echo "$BENCH_VARS"; else echo '{}'; fi > "$RUN/vars.json"
+echo "$BENCH_PHASES" > "$RUN/phases.txt"
+echo "$BENCH_ONLY" > "$RUN/only.txt"
+only=$(printf '%s' "$BENCH_ONLY" | python3 -c 'import json, sys; print(json.dumps({"bench_only": [n for n in sys.stdin.read().split(",") if n]}))')
+for phase in $BENCH_PHASES; do
+  [[ $phase =~ ^(gevent|sync)$ ]] || die "BENCH_PHASES: '$phase' is not gevent or sync"
+done
 
 # Puts the lab back as the inventory configures it. Armed before the first change.
 restored=no
@@ -92,14 +104,15 @@ trap 'exit 130' INT TERM
 step "switch: gevent workers, rate limit off${BENCH_VARS:+, $BENCH_VARS}" \
   ansible-playbook site.yml --tags lb,app --limit lb,app "${extra[@]}" -e app_worker_class=gevent
 step "prepare: wrk on the load machines, sessions" ansible-playbook bench/prepare.yml
-step "measure: gevent phase" \
-  ansible-playbook bench/measure.yml -e bench_phase=gevent -e "bench_run_dir=$PWD/$RUN" \
-  -e "bench_since=$(date +%s)"
-step "switch: sync workers" \
-  ansible-playbook site.yml --tags app --limit app "${extra[@]}" -e app_worker_class=sync
-step "measure: sync phase" \
-  ansible-playbook bench/measure.yml -e bench_phase=sync -e "bench_run_dir=$PWD/$RUN" \
-  -e "bench_since=$(date +%s)"
+for phase in $BENCH_PHASES; do
+  if [ "$phase" = sync ]; then
+    step "switch: sync workers" \
+      ansible-playbook site.yml --tags app --limit app "${extra[@]}" -e app_worker_class=sync
+  fi
+  step "measure: $phase phase" \
+    ansible-playbook bench/measure.yml -e "bench_phase=$phase" -e "bench_run_dir=$PWD/$RUN" \
+    -e "bench_since=$(date +%s)" -e "$only"
+done
 restore
 trap - EXIT
 

@@ -303,3 +303,19 @@ class WsgiClient:
 def session_id_of(cookie: str) -> str:
     """The session id inside `webstack_session=<id>.<mac>`."""
     return cookie.split("=", 1)[1].split(".", 1)[0]
+
+
+def parse_sse(text: str) -> list[dict[str, str]]:
+    """The events of a text/event-stream body, each as its fields (`event`, `data`, `id`,
+    `retry`); blank-line separated blocks, comment lines (`:`) skipped."""
+    events = []
+    for block in text.split("\n\n"):
+        fields: dict[str, str] = {}
+        for line in block.splitlines():
+            if not line or line.startswith(":"):
+                continue
+            name, _, value = line.partition(":")
+            fields[name] = value.removeprefix(" ")
+        if fields:
+            events.append(fields)
+    return events

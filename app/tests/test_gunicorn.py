@@ -23,6 +23,7 @@ from support import (
     app_env,
     free_port,
     gunicorn_command,
+    parse_sse,
     subprocess_env,
     wait_until,
 )
@@ -252,6 +253,62 @@ def test_slow_request_does_not_block_others(server_a):
         assert http_get(f"{server_a.url}/hello").status_code == 200
         assert time.monotonic() - started < 0.5
         assert slow.result(timeout=10).status_code == 200
+
+
+def read_events(response: requests.Response):
+    """Yields (seconds since `response` was asked for, event) as each event arrives."""
+    started = time.monotonic() - response.elapsed.total_seconds()
+    pending = ""
+    for chunk in response.iter_content(chunk_size=None, decode_unicode=True):
+        pending += chunk
+        *blocks, pending = pending.split("\n\n")
+        for block in blocks:
+            for event in parse_sse(block + "\n\n"):
+                yield time.monotonic() - started, event
+
+
+def test_events_arrive_one_by_one_through_gunicorn(server_a):
+    with requests.get(
+        f"{server_a.url}/events?every_ms=700&seconds=2", stream=True, timeout=10
+    ) as response:
+        assert response.status_code == 200
+        assert response.headers["Content-Type"] == "text/event-stream; charset=utf-8"
+        assert response.headers["Transfer-Encoding"] == "chunked"
+        arrivals = list(read_events(response))
+    times = {e.get("id", e.get("event", "retry")): t for t, e in arrivals}
+    # Each event is sent when it is due, not buffered until the end: the first at once, the
+    # others one interval apart, the end when `seconds` have passed.
+    assert times["0"] < 0.5
+    assert 0.6 < times["1"] < 1.3
+    assert 1.3 < times["2"] < 2.0
+    assert 1.9 < times["end"] < 3.0
+    assert json.loads(arrivals[-1][1]["data"]) == {"events": 3, "seconds": 2, "served_by": "app-a"}
+
+
+def test_one_gevent_worker_holds_300_streams(server_a):
+    count = 300
+    barrier = threading.Barrier(count)
+
+    def one(_: int) -> tuple[float, float, int]:
+        barrier.wait(timeout=60)
+        with requests.get(
+            f"{server_a.url}/events?every_ms=1000&seconds=3", stream=True, timeout=30
+        ) as response:
+            arrivals = list(read_events(response))
+            first = time.monotonic() - arrivals[-1][0] + arrivals[1][0]
+            return first, time.monotonic(), sum(e.get("event") == "tick" for _, e in arrivals)
+
+    with ThreadPoolExecutor(max_workers=count + 1) as pool:
+        streams = [pool.submit(one, i) for i in range(count)]
+        time.sleep(1.5)
+        started = time.monotonic()
+        assert http_get(f"{server_a.url}/hello").status_code == 200  # the worker still serves
+        assert time.monotonic() - started < 1
+        results = [s.result(timeout=60) for s in streams]
+    # Every stream had its first event before any stream ended: all were held at once, by the
+    # one worker of app-a, and each got all its ticks.
+    assert max(r[0] for r in results) < min(r[1] for r in results)
+    assert [r[2] for r in results] == [3] * count
 
 
 # --- Redis goes away and comes back -----------------------------------------------------

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import re
+import time
 
 import pytest
 
-from support import KEY_PREFIX, WsgiClient, free_port, session_id_of
+from support import KEY_PREFIX, WsgiClient, free_port, parse_sse, session_id_of
+from webstack_app.routes import events as events_module
 from webstack_app.sessions import SessionStore
 
 
@@ -321,6 +323,48 @@ def test_io_waits(client):
 )
 def test_io_out_of_range_is_400(client, query):
     assert_json_error(client.get(f"/io{query}"), 400, "invalid_parameter", "from 0 to 2000")
+
+
+def test_events_stream_ticks_then_ends(client):
+    started = time.monotonic()
+    result = client.get("/events?every_ms=200&seconds=1")
+    elapsed = time.monotonic() - started
+    assert result.status == 200
+    assert result.header("Content-Type") == "text/event-stream; charset=utf-8"
+    assert result.header("Cache-Control") == "no-store"
+    assert result.header("X-Accel-Buffering") == "no"
+    assert result.header("Content-Length") is None
+    events = parse_sse(result.text)
+    assert events[0] == {"retry": "200"}
+    ticks = [e for e in events[1:] if e.get("event") == "tick"]
+    assert [e["id"] for e in ticks] == ["0", "1", "2", "3", "4"]
+    assert next(json.loads(e["data"]) for e in ticks) == {"n": 0, "served_by": "test-app"}
+    assert events[-1]["event"] == "end"
+    assert json.loads(events[-1]["data"]) == {"events": 5, "seconds": 1, "served_by": "test-app"}
+    assert 1.0 <= elapsed < 3  # the stream lasts `seconds`, no less
+
+
+def test_events_defaults_when_parameters_are_absent(client, monkeypatch):
+    slept: list[float] = []
+    monkeypatch.setattr(events_module.time, "sleep", slept.append)
+    events = parse_sse(client.get("/events").text)
+    assert events[0] == {"retry": "1000"}  # every_ms defaults to 1000
+    assert json.loads(events[-1]["data"])["seconds"] == 30
+
+
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [
+        ("?every_ms=99", "from 100 to 60000"),
+        ("?every_ms=60001", "from 100 to 60000"),
+        ("?every_ms=abc", "from 100 to 60000"),
+        ("?seconds=0", "from 1 to 600"),
+        ("?seconds=601", "from 1 to 600"),
+        ("?seconds=", "from 1 to 600"),
+    ],
+)
+def test_events_out_of_range_is_400(client, query, message):
+    assert_json_error(client.get(f"/events{query}"), 400, "invalid_parameter", message)
 
 
 def test_cheap_endpoints_create_no_session(client, redis_admin):

@@ -11,7 +11,7 @@ from webstack_app.limits import limit_body
 from webstack_app.logs import configure_logging
 from webstack_app.metrics import RequestMetrics
 from webstack_app.middleware import RequestContext
-from webstack_app.routes import api, app, health
+from webstack_app.routes import api, app, events, health
 
 
 class JsonErrorBottle(Bottle):
@@ -28,7 +28,7 @@ def create_app(settings: Settings) -> RequestContext:
     ctx = AppContext.from_settings(settings)
     bottle_app.add_hook("before_request", limit_body(settings.max_body_bytes))
     bottle_app.install(store_unavailable_as_503(ctx.metrics.session_store_errors))
-    for routes in (app, api, health):
+    for routes in (app, api, health, events):
         routes.register(bottle_app, ctx)
     return RequestContext(
         RequestMetrics(bottle_app, ctx.metrics), settings.instance_name, ctx.proxies

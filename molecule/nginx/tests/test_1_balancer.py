@@ -69,6 +69,16 @@ def test_live_configuration_is_valid_and_the_tested_one(host: testinfra.host.Hos
     assert host.file("/etc/nginx/nginx.conf").contains("Managed by Ansible")
 
 
+def test_each_worker_has_its_own_accept_queue(host: testinfra.host.Host) -> None:
+    # reuseport: one listening socket per worker on each port, so the kernel spreads a burst
+    # of new connections over the workers instead of one worker accepting them all.
+    workers = len(host.run("pgrep -f 'nginx: worker process'").stdout.split())
+    assert workers >= 1
+    for port in (80, 443):
+        listening = host.run(f"ss -Hltn sport = :{port}").stdout.splitlines()
+        assert len(listening) == workers, listening
+
+
 def test_sized_for_ten_thousand_clients(host: testinfra.host.Host) -> None:
     config = host.run("nginx -T").stdout
     assert "worker_processes auto;" in config

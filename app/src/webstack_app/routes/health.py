@@ -19,9 +19,12 @@ _DIGITS = re.compile(r"\d{1,6}")
 log = logging.getLogger(__name__)
 
 
-def int_param(name: str, low: int, high: int) -> int:
-    """A required integer query parameter in [low, high], or a 400 JSON error."""
+def int_param(name: str, low: int, high: int, default: int | None = None) -> int:
+    """An integer query parameter in [low, high], or a 400 JSON error. Required unless a
+    default is given (used when the parameter is absent)."""
     raw = request.query.get(name)
+    if raw is None and default is not None:
+        return default
     if raw is None or not _DIGITS.fullmatch(raw) or not low <= int(raw) <= high:
         got = "nothing" if raw is None else repr(raw[:20])
         raise json_error(
