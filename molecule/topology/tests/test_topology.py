@@ -469,7 +469,7 @@ def test_a_failed_machine_stops_the_rolling_update(
             )
         assert update["rc"] != 0, update["tail"]
         # It failed at the app role's readiness check, on app1 only.
-        assert "TASK [app : Fail with the journal]" in update["output"], update["tail"]
+        assert "TASK [core : Fail with the journal]" in update["output"], update["tail"]
         assert play_recap(update["output"])["app1"]["failed"] == 1, update["tail"]
         after = current_releases(machine)
         assert "rolling-update-broken" in after["app1"], after
