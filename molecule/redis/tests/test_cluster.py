@@ -104,7 +104,7 @@ def test_data_survives_a_crash_of_the_primary(cluster: Cluster) -> None:
     time.sleep(1.5)
 
     # A crash, not a clean stop: no shutdown save. systemd starts it again (Restart=on-failure)
-    # within RestartSec=2s, under the Sentinels' down-after time, so there is no failover.
+    # after RestartSec=200ms, well under the Sentinels' down-after time (2 s), so no failover.
     primary.host.check_output("systemctl kill -s SIGKILL redis-server")
     wait_until(
         "systemd starts Redis again after the crash",
