@@ -14,12 +14,15 @@ systemd-run for as long as a `with` block lasts, and reads the report back.
 What counts: an answer 2xx-4xx is an answer (its status counted in `statuses`; 429 is the
 rate limit, not a failure); a 5xx, a refused or reset connection or no answer within the
 timeout is a failure (`errors` names them). `longest_gap` is the longest time, across all
-threads, without any successful (2xx) answer. A keep-alive thread whose idle connection turns
-out dead before any byte of an answer (the balancer behind the VIP changed) sends its GET
-again once on a new connection, as browsers and HTTP libraries do; those are counted in
-`reconnects`. POSTs are never sent twice: each goes once, and one whose answer is lost after
-it was sent (timeout, reset) is counted in `posts_unknown`: it may or may not have been
-applied, so a server-side count of applied POSTs must lie between `posts_ok` and
+threads, without any successful (2xx) answer. A keep-alive thread looks at its idle
+connection before it reuses it and opens a new one if the server has closed it meanwhile (a
+reload of nginx closes idle connections), as urllib3 and browsers do: counted in
+`idle_closed`, nothing was sent on it. One whose connection dies anyway before any byte of an
+answer (closed while the request was on its way, or the balancer behind the VIP changed)
+sends its GET again once on a new connection, as browsers and HTTP libraries do; those are
+counted in `reconnects`. POSTs are never sent twice: each goes once, and one whose answer is
+lost after it was sent (timeout, reset) is counted in `posts_unknown`: it may or may not have
+been applied, so a server-side count of applied POSTs must lie between `posts_ok` and
 `posts_ok + posts_unknown + posts_failed_5xx`.
 """
 
@@ -29,6 +32,7 @@ import argparse
 import http.client
 import itertools
 import json
+import select
 import signal
 import ssl
 import threading
@@ -50,7 +54,7 @@ class _Stats:
         self.statuses: dict[str, int] = {}
         self.errors: dict[str, int] = {}
         self.served_by: dict[str, int] = {}
-        self.reconnects = 0
+        self.reconnects = self.idle_closed = 0
         self.posts_ok = self.posts_unknown = self.posts_failed_5xx = 0
 
     def answered(self, method: str, status: int, server: str) -> None:
@@ -90,6 +94,7 @@ class _Client:
         self.timeout = timeout
         self.keepalive = keepalive
         self.connection: http.client.HTTPConnection | None = None
+        self.idle_closed = 0
         # The lab's certificate is self-signed: this client checks availability, not identity.
         self.context = ssl.create_default_context()
         self.context.check_hostname = False
@@ -111,6 +116,9 @@ class _Client:
     def request(self, method: str, path: str, headers: dict[str, str], body: bytes | None):
         """(status, X-Served-By) of one request; raises on no answer. A GET on a reused
         connection that dies before any answer byte is sent again once on a new one."""
+        if self.connection is not None and _closed_by_server(self.connection):
+            self.idle_closed += 1
+            self.close()
         reused = self.connection is not None
         if self.connection is None:
             self.connection = self._connect()
@@ -130,6 +138,15 @@ class _Client:
         if not self.keepalive or reply.will_close:
             self.close()
         return reply.status, reply.headers.get("X-Served-By", "?")
+
+
+def _closed_by_server(connection: http.client.HTTPConnection) -> bool:
+    """An idle kept-alive connection is readable only if the server has closed it (its FIN,
+    TLS close_notify or reset is waiting): no request may be sent on it."""
+    if connection.sock is None:
+        return True
+    readable, _, _ = select.select([connection.sock], [], [], 0)
+    return bool(readable)
 
 
 def _loop(args: argparse.Namespace, stats: _Stats, method: str, keepalive: bool, stop) -> None:
@@ -159,6 +176,8 @@ def _loop(args: argparse.Namespace, stats: _Stats, method: str, keepalive: bool,
             stats.failed(method, error)
         stop.wait(max(0.0, interval - (time.monotonic() - started)))
     client.close()
+    with stats.lock:
+        stats.idle_closed += client.idle_closed
 
 
 def _report(stats: _Stats, start: float, end: float) -> dict[str, Any]:
@@ -181,6 +200,7 @@ def _report(stats: _Stats, start: float, end: float) -> dict[str, Any]:
         "errors": stats.errors,
         "served_by": stats.served_by,
         "reconnects": stats.reconnects,
+        "idle_closed": stats.idle_closed,
         "longest_gap": round(gap, 2),
         "failing_for": round(max(0.0, last_failure - first_failure), 2),
         "ok_for_last": round(end - last_failure, 2),
