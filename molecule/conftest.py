@@ -7,7 +7,7 @@ import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 import testinfra
@@ -21,6 +21,8 @@ TCP_PROBE = (
     " print(s.connect_ex((sys.argv[1], int(sys.argv[2]))))' {address} {port}"
 )
 CONNECTED, REFUSED, TIMED_OUT = "0", "111", "11"
+
+T = TypeVar("T")
 
 
 def _plain(value: Any) -> Any:
@@ -108,6 +110,28 @@ def answers(host: Host, command: str) -> str | None:
     except RuntimeError:
         return None
     return result.stdout if result.rc == 0 else None
+
+
+def wait_for(
+    what: str,
+    check: Callable[[], T],
+    timeout: float,
+    step: float = 0.5,
+    journal_of: tuple[Host, str] | None = None,
+) -> T:
+    """Polls `check` until it returns something true, and returns that; after `timeout` seconds
+    fails the test, saying what it waited for (with the unit's journal, when given)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            message = f"gave up after {timeout:.0f} s waiting until {what}"
+            if journal_of is not None:
+                message += "\n" + journal(*journal_of)
+            raise AssertionError(message)
+        time.sleep(step)
 
 
 def wait_until(condition: Callable[[], bool], timeout: float, step: float = 0.2) -> float | None:

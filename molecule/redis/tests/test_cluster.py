@@ -14,13 +14,34 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import testinfra
 import yaml
-from conftest import KEY_PREFIX, MASTER_NAME, Cluster, Machine, wait_until
+from conftest import wait_for
 from playbooks import play_recap, run_playbook
+from redis_cluster import KEY_PREFIX, MASTER_NAME, Cluster, Machine
 
 PROMOTION_TIMEOUT = 60  # seconds the drill waits at most for the Sentinels to promote a replica
 REJOIN_TIMEOUT = 60  # seconds for the old primary to come back as a replica
 WRITE_TIMEOUT = 30  # seconds for a new primary to take writes (it needs one replica in sync)
+
+
+@pytest.fixture(scope="module")
+def cluster(pytestconfig: pytest.Config) -> Cluster:
+    """The three machines of group redis, with the secrets the converge gave them."""
+    inventory = pytestconfig.getoption("ansible_inventory")
+    hosts = testinfra.get_hosts(["ansible://redis"], ansible_inventory=inventory)
+    machines = {}
+    for host in hosts:
+        variables = host.ansible.get_variables()
+        name = variables["inventory_hostname"]
+        secrets = {
+            key: variables[key]
+            for key in ("redis_password", "redis_app_password", "redis_sentinel_password")
+        }
+        secrets["redis_app_user"] = variables.get("redis_app_user", "webstack")
+        machines[name] = Machine(name, variables["ansible_host"], host, secrets)
+    assert len(machines) == 3, f"expected the three machines of group redis, got {sorted(machines)}"
+    return Cluster(machines)
 
 
 def _in_sync(replica: Machine, primary: Machine) -> bool:
@@ -33,7 +54,7 @@ def test_one_primary_and_its_replicas_in_sync(cluster: Cluster) -> None:
     assert primary.role()[0] == "master"
     for replica in cluster.replicas():
         assert replica.role()[0] == "slave", replica.name
-        wait_until(f"{replica.name} is in sync", lambda r=replica: _in_sync(r, primary), 30)
+        wait_for(f"{replica.name} is in sync", lambda r=replica: _in_sync(r, primary), 30)
     for machine in cluster.machines.values():
         answer = machine.sentinel("SENTINEL", "CKQUORUM", MASTER_NAME)
         assert answer.startswith("OK 3 usable Sentinels"), (machine.name, answer)
@@ -80,7 +101,7 @@ def test_key_written_on_the_primary_is_read_on_every_replica(cluster: Cluster) -
     key = f"{KEY_PREFIX}session:replicated"
     assert primary.redis("SET", key, "from-the-primary", user="app") == "OK"
     for replica in cluster.replicas():
-        wait_until(
+        wait_for(
             f"{replica.name} has the key",
             lambda r=replica: r.redis("GET", key, user="app") == "from-the-primary",
             10,
@@ -106,7 +127,7 @@ def test_data_survives_a_crash_of_the_primary(cluster: Cluster) -> None:
     # A crash, not a clean stop: no shutdown save. systemd starts it again (Restart=on-failure)
     # after RestartSec=200ms, well under the Sentinels' down-after time (2 s), so no failover.
     primary.host.check_output("systemctl kill -s SIGKILL redis-server")
-    wait_until(
+    wait_for(
         "systemd starts Redis again after the crash",
         lambda: primary.redis("PING") == "PONG" and _run_id(primary) != run_id,
         30,
@@ -117,7 +138,7 @@ def test_data_survives_a_crash_of_the_primary(cluster: Cluster) -> None:
     assert primary.role()[0] == "master", primary.journal("redis-server")
     assert primary.redis("GET", key, user="app") == "kept-on-disk"
     for replica in cluster.replicas():
-        wait_until(f"{replica.name} is in sync again", lambda r=replica: _in_sync(r, primary), 30)
+        wait_for(f"{replica.name} is in sync again", lambda r=replica: _in_sync(r, primary), 30)
 
 
 # Runtime settings the role must change live (CONFIG SET), and their values for the test. The
@@ -196,10 +217,10 @@ def drill(pytestconfig: pytest.Config, cluster: Cluster) -> Drill:
     """Stops the primary's Redis, waits for a promotion, starts the old primary again."""
     old = cluster.primary()
     for replica in cluster.replicas():
-        wait_until(f"{replica.name} is in sync", lambda r=replica: _in_sync(r, old), 30)
+        wait_for(f"{replica.name} is in sync", lambda r=replica: _in_sync(r, old), 30)
     keys = {f"{KEY_PREFIX}session:before-failover-{n}": f"value-{n}" for n in range(20)}
     for key, value in keys.items():
-        wait_until(
+        wait_for(
             f"{old.name} takes writes",
             lambda k=key, v=value: old.redis("SET", k, v, user="app") == "OK",
             WRITE_TIMEOUT,
@@ -218,11 +239,11 @@ def drill(pytestconfig: pytest.Config, cluster: Cluster) -> Drill:
                 return candidate
         return None
 
-    new = wait_until("the Sentinels promote a replica", promoted, PROMOTION_TIMEOUT)
+    new = wait_for("the Sentinels promote a replica", promoted, PROMOTION_TIMEOUT)
     promoted_after = time.monotonic() - stopped
 
     key = f"{KEY_PREFIX}session:after-failover"
-    wait_until(
+    wait_for(
         f"{new.name} takes writes",
         lambda: new.redis("SET", key, "written-on-the-new-primary", user="app") == "OK",
         WRITE_TIMEOUT,
@@ -232,7 +253,7 @@ def drill(pytestconfig: pytest.Config, cluster: Cluster) -> Drill:
 
     old.host.check_output("systemctl start redis-server")
     started = time.monotonic()
-    wait_until(
+    wait_for(
         f"{old.name} comes back as a replica of {new.name}",
         lambda: _in_sync(old, new) and old.redis("GET", key) == keys[key],
         REJOIN_TIMEOUT,

@@ -1,13 +1,11 @@
-"""What the Redis tests share: the scenario's machines, redis-cli on them, bounded waits."""
+"""The scenario's Redis machines as the tests reach them: redis-cli on them, and the cluster
+as its Sentinels describe it."""
 
 from __future__ import annotations
 
 import shlex
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 
-import pytest
 import testinfra
 
 # The cross-role contract (README of the role): ports, Sentinel's name for the primary, keys.
@@ -85,33 +83,3 @@ class Cluster:
     def replicas(self) -> list[Machine]:
         primary = self.primary()
         return [m for m in self.machines.values() if m.name != primary.name]
-
-
-def wait_until(what: str, check: Callable[[], object], timeout: float, every: float = 0.5):
-    """Calls check until it returns something true, at most timeout seconds; returns that."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"gave up after {timeout:.0f} s waiting until {what}")
-        time.sleep(every)
-
-
-@pytest.fixture(scope="session")
-def cluster(pytestconfig: pytest.Config) -> Cluster:
-    inventory = pytestconfig.getoption("ansible_inventory")
-    hosts = testinfra.get_hosts(["ansible://redis"], ansible_inventory=inventory)
-    machines = {}
-    for host in hosts:
-        variables = host.ansible.get_variables()
-        name = variables["inventory_hostname"]
-        secrets = {
-            key: variables[key]
-            for key in ("redis_password", "redis_app_password", "redis_sentinel_password")
-        }
-        secrets["redis_app_user"] = variables.get("redis_app_user", "webstack")
-        machines[name] = Machine(name, variables["ansible_host"], host, secrets)
-    assert len(machines) == 3, f"expected the three machines of group redis, got {sorted(machines)}"
-    return Cluster(machines)
