@@ -64,10 +64,12 @@ def assert_rejected_before_any_change(
     messages: list[str],
     playbook: str = "converge.yml",
     timeout: int = 300,
+    before_task: str = "",
 ) -> None:
     """Runs `playbook` on machine `name` alone with one bad value as extra vars and asserts
     that it fails with every one of `messages` (the variable and what to change), that the
-    recap shows no change and one failure, and that no file on the machine changed."""
+    recap shows no change and one failure, and that no file on the machine changed; with
+    `before_task` (e.g. "keepalived : Install keepalived"), that it stopped before that task."""
     marker = f"/run/bad-value-{os.getpid()}"
     machine.check_output(f"touch {marker}")
     try:
@@ -87,6 +89,8 @@ def assert_rejected_before_any_change(
     assert played.returncode != 0, output[-3000:]
     for message in messages:
         assert message in output, f"{message!r} not in: {output[-3000:]}"
+    if before_task:
+        assert f"TASK [{before_task}" not in output, output[-3000:]
     recap = play_recap(played.stdout)
     assert set(recap) == {name}, recap
     assert recap[name]["changed"] == 0, recap

@@ -2,20 +2,21 @@
 
 Each case runs the converge playbook on lb1 only (the checks read the peers' settings from the
 inventory, so --limit hides nothing) with one bad value as an extra var: the run must fail in
-the role's checks, before its first task that can change a machine. The first case gathers
+the role's checks, before its first task that can change a machine, with no file changed on
+lb1 (playbooks.assert_rejected_before_any_change). The first case gathers
 lb1's facts and caches them; the others reuse them, so each run is little more than the checks.
 """
 
-import json
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
-from playbooks import play_recap, run_playbook
+from playbooks import assert_rejected_before_any_change
+from testinfra.host import Host
 
 # The first task of the role that can change a machine; a failed check must come before it.
-FIRST_CHANGE = "TASK [keepalived : Install keepalived"
+FIRST_CHANGE = "keepalived : Install keepalived"
 
 # Case -> (bad value, what the message must say: the variable and what to change).
 CASES = {
@@ -102,24 +103,17 @@ def cached_facts() -> Iterator[None]:
 
 @pytest.mark.parametrize("bad_value, messages", CASES.values(), ids=CASES.keys())
 def test_bad_value_fails_before_any_change(
-    pytestconfig: pytest.Config, bad_value: dict, messages: list[str]
+    pytestconfig: pytest.Config,
+    machine: Callable[[str], Host],
+    bad_value: dict,
+    messages: list[str],
 ) -> None:
-    played = run_playbook(
+    assert_rejected_before_any_change(
         pytestconfig,
-        "converge.yml",
-        "--limit",
+        machine("lb1"),
         "lb1",
-        "--extra-vars",
-        json.dumps(bad_value),
+        bad_value,
+        messages,
         timeout=120,
+        before_task=FIRST_CHANGE,
     )
-    output = " ".join((played.stdout + played.stderr).split()).replace("''", "'")
-    assert played.returncode != 0, output[-3000:]
-    for message in messages:
-        assert message in output, output[-3000:]
-    # Stopped by a check: no task that can change a machine ran, on any machine.
-    assert FIRST_CHANGE not in output, output[-3000:]
-    recap = play_recap(played.stdout)
-    assert set(recap) == {"lb1"}, recap
-    assert all(counters["changed"] == 0 for counters in recap.values()), recap
-    assert recap["lb1"]["failed"] == 1, recap
