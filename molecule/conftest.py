@@ -32,20 +32,18 @@ def _plain(value: Any) -> Any:
     return value
 
 
-@functools.cache
 def inventory_hostvars(inventory: str | None = None) -> dict[str, dict[str, Any]]:
     """Machine name -> its connection variables (ansible_*) as plain values, from
     `ansible-inventory --list` of the scenario's inventory (molecule's, unless given)."""
-    listing = json.loads(
-        subprocess.check_output(
-            [
-                "ansible-inventory",
-                "--list",
-                "-i",
-                inventory or os.environ["MOLECULE_INVENTORY_FILE"],
-            ]
-        )
-    )
+    # Molecule's inventory directory, the one it gives testinfra (--ansible-inventory).
+    path = inventory or os.path.dirname(os.environ["MOLECULE_INVENTORY_FILE"])
+    return _inventory_hostvars(os.path.realpath(path))
+
+
+@functools.cache
+def _inventory_hostvars(inventory: str) -> dict[str, dict[str, Any]]:
+    """Read once per inventory, however its path is spelled."""
+    listing = json.loads(subprocess.check_output(["ansible-inventory", "--list", "-i", inventory]))
     return {
         name: {key: _plain(value) for key, value in hostvars.items() if key.startswith("ansible_")}
         for name, hostvars in listing["_meta"]["hostvars"].items()
