@@ -1,15 +1,16 @@
-"""The traffic of the failure drills: paced GETs and POSTs through one URL base, some over
-keep-alive connections, from a lab machine, counting what a user would see.
+"""The traffic of the failure drills and of the app's deploys: paced GETs and POSTs through one
+URL base, some over keep-alive connections, from a lab machine, counting what a user would see.
 
 Two halves in one file. Run as a script on a lab machine (standard library only: the lab's
 client has nothing else), it loops until SIGTERM and writes a JSON report:
 
-    python3 traffic.py BASE_URL REPORT [--get /hello] [--post /api/session/notes]
+    python3 traffic.py BASE_URL REPORT [--get /hello[,/io?ms=300,...]] [--post /api/session/notes]
         [--cookie C] [--threads 4] [--keepalive 2] [--interval 0.1] [--post-interval 0.5]
         [--timeout 3] [--max-seconds 300]
 
-Imported by the tests, `Traffic` copies this file onto a machine, runs it there under
-systemd-run for as long as a `with` block lasts, and reads the report back.
+GET thread N asks the Nth path of --get (round robin). Imported by the tests, `Traffic` copies
+this file onto a machine, runs it there under systemd-run for as long as a `with` block lasts,
+and reads the report back; the app scenario's side effect runs it the same way from Ansible.
 
 What counts: an answer 2xx-4xx is an answer (its status counted in `statuses`; 429 is the
 rate limit, not a failure); a 5xx, a refused or reset connection or no answer within the
@@ -149,15 +150,17 @@ def _closed_by_server(connection: http.client.HTTPConnection) -> bool:
     return bool(readable)
 
 
-def _loop(args: argparse.Namespace, stats: _Stats, method: str, keepalive: bool, stop) -> None:
+def _loop(
+    args: argparse.Namespace, stats: _Stats, method: str, keepalive: bool, path: str, stop
+) -> None:
     base = urllib.parse.urlsplit(args.base)
     client = _Client(base, args.timeout, keepalive)
     headers = {"Cookie": args.cookie} if args.cookie else {}
     if method == "POST":
-        path, interval = args.post, args.post_interval
+        interval = args.post_interval
         headers["Content-Type"] = "application/json"
     else:
-        path, interval = args.get, args.interval
+        interval = args.interval
     number = 0
     while not stop.is_set():
         started = time.monotonic()
@@ -180,12 +183,17 @@ def _loop(args: argparse.Namespace, stats: _Stats, method: str, keepalive: bool,
         stats.idle_closed += client.idle_closed
 
 
-def _report(stats: _Stats, start: float, end: float) -> dict[str, Any]:
+def _report(stats: _Stats, start: float, end: float, deadline: bool) -> dict[str, Any]:
     marks = [start, *sorted(stats.successes), end]
     gap = max(later - earlier for earlier, later in itertools.pairwise(marks))
     last_failure = max(stats.failures_at, default=start)
     first_failure = min(stats.failures_at, default=end)
     return {
+        # Wall-clock times (Unix seconds) of the loop's start and end, to compare with others
+        # (systemd's start time of a service).
+        "began": round(time.time() - (time.monotonic() - start), 3),
+        "ended": round(time.time() - (time.monotonic() - end), 3),
+        "stopped_by_deadline": deadline,
         "seconds": round(end - start, 2),
         "requests": sum(stats.requests.values()),
         "failures": sum(stats.failures.values()),
@@ -211,7 +219,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("base", help="scheme://host[:port], e.g. https://10.79.0.100")
     parser.add_argument("report")
-    parser.add_argument("--get", default="/hello", help="path of the GETs")
+    parser.add_argument("--get", default="/hello", help="paths of the GETs, comma-separated")
     parser.add_argument("--post", default="", help="path of the POSTs (none when empty)")
     parser.add_argument("--cookie", default="")
     parser.add_argument("--threads", type=int, default=4, help="GET threads")
@@ -229,22 +237,26 @@ def main() -> None:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     stats = _Stats()
-    loops = [("GET", number < args.keepalive) for number in range(args.threads)]
+    paths = args.get.split(",")
+    loops = [
+        ("GET", number < args.keepalive, paths[number % len(paths)])
+        for number in range(args.threads)
+    ]
     if args.post:
-        loops.append(("POST", True))
+        loops.append(("POST", True, args.post))
     threads = [
-        threading.Thread(target=_loop, args=(args, stats, method, keepalive, stop), daemon=True)
-        for method, keepalive in loops
+        threading.Thread(target=_loop, args=(args, stats, *loop, stop), daemon=True)
+        for loop in loops
     ]
     start = time.monotonic()
     for thread in threads:
         thread.start()
-    stop.wait(args.max_seconds)
+    deadline = not stop.wait(args.max_seconds)
     stop.set()
     end = time.monotonic()
     for thread in threads:
         thread.join(args.timeout + 2)
-    Path(args.report).write_text(json.dumps(_report(stats, start, end)))
+    Path(args.report).write_text(json.dumps(_report(stats, start, end, deadline)))
 
 
 class Traffic:

@@ -208,13 +208,14 @@ def switch_report(client: Host, phase: str) -> dict:
 
 def check_no_request_failed(report: dict) -> None:
     seen = report["client"]
-    assert seen["failed"] == 0, f"{seen['failed']} requests failed: {seen['errors']}"
-    assert seen["ok"] >= 50, f"only {seen['ok']} requests: the client hardly ran"
+    assert seen["failures"] == 0, f"{seen['failures']} requests failed: {seen['errors']}"
+    assert set(seen["statuses"]) == {"200"}, f"answers other than 200: {seen['statuses']}"
+    assert seen["requests"] >= 50, f"only {seen['requests']} requests: the client hardly ran"
     assert not seen["stopped_by_deadline"], "the client ran until its deadline"
     # The service really restarted, and did so while the client was looping.
     assert report["before"]["MainPID"] != report["after"]["MainPID"]
     restarted = float(report["after"]["ExecMainStartTimestamp"].lstrip("@"))
-    assert seen["first_request"] < restarted < seen["last_request"], report
+    assert seen["began"] < restarted < seen["ended"], report
     # The new main process runs the release switched to: its interpreter is that venv's.
     release = report["release_after"]
     assert f"/releases/{release}/bin/python" in report["command_after"], report["command_after"]
