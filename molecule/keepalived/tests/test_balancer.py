@@ -85,3 +85,22 @@ def test_keepalived_gets_the_cpu_before_nginx(host: testinfra.host.Host) -> None
         "journalctl --no-pager -u keepalived | grep -E 'cannot raise priority|Unable to lock'"
     )
     assert failed.stdout == ""
+
+
+def test_the_check_passes_a_busy_nginx_and_fails_a_hung_one(host: testinfra.host.Host) -> None:
+    """The check keepalived runs is the status page, wrapped: when the page does not answer
+    (here a command that fails), it passes only if nginx's processes used CPU meanwhile."""
+    configured = host.file("/etc/keepalived/keepalived.conf").content_string
+    check = f"{LIBEXEC}/check-serving nginx.service"
+    assert f'script "{check} /usr/bin/curl' in configured
+    as_user = "runuser -u keepalived_script --"
+    # Busy: nginx serves 50 requests while the status page "fails".
+    load = "for i in $(seq 50); do curl -s -o /dev/null http://127.0.0.1:8081/healthz; done"
+    busy = host.run(f"{as_user} {check} sh -c '{load}; false'")
+    assert busy.rc == 0, busy.stderr
+    # Hung: every nginx process stopped (SIGSTOP) for a second, far below the fall window.
+    hung = host.run(
+        f"pkill -STOP -x nginx; {as_user} {check} sh -c 'sleep 1; false'; rc=$?;"
+        " pkill -CONT -x nginx; exit $rc"
+    )
+    assert hung.rc == 1, hung.stderr
