@@ -427,7 +427,7 @@ class Spread:
 
     @property
     def mid(self) -> float:
-        return median(self.values)
+        return median(self.values) if self.values else 0.0
 
     def show(self, fmt: Any = None) -> str:
         fmt = fmt or fmt_rate
@@ -797,7 +797,9 @@ def draw_plots(runs: list[dict[str, Any]], docs: Path) -> list[str]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = [n for n in case_names(runs[0]) if runs_of(runs[0], n)[0]["case"]["source"] != "none"]
+    # Cases as the first run defines them; a run without one of them shows no bar there.
+    sources = {n: runs_of(runs[0], n)[0]["case"]["source"] for n in case_names(runs[0])}
+    names = [n for n, source in sources.items() if source != "none"]
     written = []
     width = 0.8 / max(1, len(runs))
 
@@ -830,7 +832,7 @@ def draw_plots(runs: list[dict[str, Any]], docs: Path) -> list[str]:
             spreads = [tier_costs(run, n).get(tier, Spread([0.0])) for n in names]
             if tier == "lb":  # lb1 sends the direct cases: no balancer cost there
                 spreads = [
-                    Spread([0.0]) if runs_of(run, n)[0]["case"]["source"] == "direct" else s
+                    Spread([0.0]) if sources[n] == "direct" else s
                     for n, s in zip(names, spreads, strict=True)
                 ]
             bars(ax, k * width, spreads, run["label"], f"C{k}")
