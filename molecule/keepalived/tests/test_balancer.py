@@ -96,7 +96,7 @@ def test_the_check_passes_a_busy_nginx_and_fails_a_hung_one(host: testinfra.host
     as_user = "runuser -u keepalived_script --"
     # Busy: nginx serves 5,000 requests (one kept-alive connection, well over the 10 ms
     # granularity of the CPU time it is judged by) while the status page "fails".
-    load = "curl -s 'http://127.0.0.1/?[1-5000]' > /dev/null"
+    load = 'curl -s "http://127.0.0.1/?[1-5000]" > /dev/null'
     busy = host.run(f"{as_user} {check} sh -c '{load}; false'")
     assert busy.rc == 0, busy.stderr
     # Hung: every nginx process stopped (SIGSTOP) for a second, far below the fall window.
