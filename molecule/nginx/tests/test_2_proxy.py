@@ -5,6 +5,7 @@ import re
 import socket
 import ssl
 import time
+from collections.abc import Callable
 
 import pytest
 import testinfra
@@ -16,7 +17,6 @@ from nginx_client import (
     access_log_entry,
     get,
     https,
-    machine_host,
     request,
     tls_context,
 )
@@ -116,7 +116,9 @@ def test_response_headers() -> None:
     assert answer.headers["Strict-Transport-Security"] == "max-age=86400; includeSubDomains"
 
 
-def test_request_id_and_client_address_reach_the_app_log(host: testinfra.host.Host) -> None:
+def test_request_id_and_client_address_reach_the_app_log(
+    host: testinfra.host.Host, machine: Callable[[str], testinfra.host.Host]
+) -> None:
     # The client's own X-Forwarded-For and X-Request-ID are not trusted at the edge.
     spoofed = {"X-Forwarded-For": "203.0.113.9", "X-Request-ID": "client-made-id-1"}
     answer = get("/hello", headers=spoofed)
@@ -127,7 +129,7 @@ def test_request_id_and_client_address_reach_the_app_log(host: testinfra.host.Ho
     assert client != "203.0.113.9"
     # The app logs the client address it derives from X-Forwarded-For (the balancer is its
     # trusted proxy) and the request id it received: the same as the balancer's.
-    app = machine_host(answer.served_by)
+    app = machine(answer.served_by)
     line = ""
     for _ in range(20):
         line = app.run(f"journalctl -u webstack-app --no-pager -n 200 | grep -F {ids[0]}").stdout
