@@ -3,6 +3,15 @@
 --   wrk ... -s bench.lua URL                   GET URL, the same request every time
 --   wrk ... -s bench.lua URL -- COOKIES_FILE   GET URL with a session cookie: one value a
 --                                              line in COOKIES_FILE, taken in turn
+--   wrk ... -s bench.lua URL -- '' THINK_MS PER_THREAD
+--                                              each connection sends its first request at
+--                                              once, then waits about THINK_MS (0.5 to 1.5
+--                                              times, at random) after each answer, the way
+--                                              a user reads a page: the load is connections
+--                                              / think time requests a second, not as many
+--                                              as the stack can answer (wrk's closed loop,
+--                                              THINK_MS 0). PER_THREAD is the connections of
+--                                              one wrk thread.
 --
 -- At the end it prints one line `BENCH_JSON {...}`: wrk's summary, its error counts and the
 -- latency percentiles in microseconds, for bench/report.py. wrk's own text output above it
@@ -11,8 +20,17 @@
 
 local prepared = {}
 local turn = 0
+local think_ms = 0
+local undelayed = 0
 
 function init(args)
+  think_ms = tonumber(args[2] or "") or 0
+  -- wrk asks delay() before every request, the first of a connection too; a connection that
+  -- sends nothing for longer than nginx's client_header_timeout is closed. The first
+  -- PER_THREAD calls are the connections' first requests (wrk opens them all at its start).
+  undelayed = tonumber(args[3] or "") or 0
+  -- One seed per wrk thread (each has its own Lua state), so the threads do not think alike.
+  math.randomseed(os.time() + (tonumber(tostring({}):match("0x(%x+)") or "0", 16) % 100000))
   local path = args[1]
   if path == nil or path == "" then
     prepared = { wrk.format() }
@@ -31,6 +49,17 @@ end
 function request()
   turn = turn % #prepared + 1
   return prepared[turn]
+end
+
+function delay()
+  if think_ms <= 0 then
+    return 0
+  end
+  if undelayed > 0 then
+    undelayed = undelayed - 1
+    return 0
+  end
+  return math.floor(think_ms * (0.5 + math.random()))
 end
 
 local function integer(value)
