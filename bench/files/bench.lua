@@ -27,7 +27,9 @@ function init(args)
   think_ms = tonumber(args[2] or "") or 0
   -- wrk asks delay() before every request, the first of a connection too; a connection that
   -- sends nothing for longer than nginx's client_header_timeout is closed. The first
-  -- PER_THREAD calls are the connections' first requests (wrk opens them all at its start).
+  -- PER_THREAD calls are taken as the connections' first requests (wrk opens them all at its
+  -- start; delay() has no connection to ask). Approximate: a fast connection's second
+  -- request may come before a slow one's first, and a reconnect after an error is paced.
   undelayed = tonumber(args[3] or "") or 0
   -- One seed per wrk thread (each has its own Lua state), so the threads do not think alike.
   math.randomseed(os.time() + (tonumber(tostring({}):match("0x(%x+)") or "0", 16) % 100000))
