@@ -73,6 +73,16 @@ def port(name: str) -> int:
     return int(contract()[name])  # type: ignore[call-overload]
 
 
+def address(name: str) -> str:
+    """A machine's address, as the inventory gives it."""
+    return str(host_values(name, ("ansible_host",))["ansible_host"])
+
+
+def vip() -> str:
+    """The balancers' virtual IP, as the inventory gives it."""
+    return str(host_values("lb1", ("keepalived_vip",))["keepalived_vip"])
+
+
 # The lab's vault (the lab's secrets are test values, kept in the clear).
 SECRETS = yaml.safe_load((ROOT / "inventories/lab/group_vars/all/vault.yml").read_text())
 REDIS_MACHINES = ("redis1", "redis2", "redis3")

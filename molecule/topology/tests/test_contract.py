@@ -12,7 +12,7 @@ from collections.abc import Callable
 import pytest
 import yaml
 from conftest import CONNECTED, TIMED_OUT, tcp_probe
-from contract import ROOT, SECRETS, contract, host_values, port, sentinel_primary
+from contract import ROOT, SECRETS, address, contract, host_values, port, sentinel_primary
 from testinfra.host import Host
 
 MachineGetter = Callable[[str], Host]
@@ -20,10 +20,6 @@ MachineGetter = Callable[[str], Host]
 DEFAULTS = yaml.safe_load((ROOT / "group_vars/all/contract.yml").read_text())
 # A machine of each group, to connect to and from.
 ONE_OF = {"lb": "lb1", "app": "app1", "redis": "redis1", "monitoring": "monitor1"}
-
-
-def address(name: str) -> str:
-    return str(host_values(name, ("ansible_host",))["ansible_host"])
 
 
 def controller_probe(target: str, tcp_port: int) -> str:

@@ -4,7 +4,6 @@ counters moving with the traffic sent through the VIP, and an alert when an app 
 Prometheus is asked from the lab host, as an operator's browser would (the firewall lets the
 admin network reach it)."""
 
-import ipaddress
 import json
 import os
 import subprocess
@@ -14,13 +13,12 @@ import urllib.request
 from collections.abc import Callable
 
 from conftest import CONNECTED, TIMED_OUT, tcp_probe, wait_until
-from contract import port
+from contract import address, port, vip
 from testinfra.host import Host
 
 LAB = os.environ.get("LAB_NAME", "molecule-topology")
-SUBNET = ipaddress.ip_network(os.environ.get("LAB_SUBNET", "10.79.0.0/24"))
-VIP = str(SUBNET[100])
-MONITOR = str(SUBNET[41])
+VIP = vip()
+MONITOR = address("monitor1")
 PROMETHEUS = f"http://{MONITOR}:{port('monitoring_prometheus_port')}"
 
 # What Prometheus must scrape: job -> the machines it scrapes (instance = inventory name).
@@ -141,6 +139,6 @@ def test_a_killed_app_machine_raises_its_alert() -> None:
 
 def test_only_the_monitoring_machine_reaches_the_exporters(machine: MachineGetter) -> None:
     monitor, client = machine("monitor1"), machine("client1")
-    app1 = str(SUBNET[21])
+    app1 = address("app1")
     assert tcp_probe(monitor, app1, port("exporters_node_port")) == CONNECTED
     assert tcp_probe(client, app1, port("exporters_node_port")) == TIMED_OUT
