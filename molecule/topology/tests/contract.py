@@ -3,6 +3,7 @@ see them: read through Ansible itself, so the tests follow whatever the inventor
 topology scenario changes every shared value) instead of repeating a literal."""
 
 import functools
+import ipaddress
 import json
 import os
 import subprocess
@@ -79,8 +80,10 @@ def address(name: str) -> str:
 
 
 def vip() -> str:
-    """The balancers' virtual IP, as the inventory gives it."""
-    return str(host_values("lb1", ("keepalived_vip",))["keepalived_vip"])
+    """The balancers' virtual IP, as the inventory gives it (the address alone: the inventory
+    writes it with its prefix length, e.g. 10.77.0.100/24)."""
+    value = str(host_values("lb1", ("keepalived_vip",))["keepalived_vip"])
+    return str(ipaddress.ip_interface(value).ip)
 
 
 # The lab's vault (the lab's secrets are test values, kept in the clear).
