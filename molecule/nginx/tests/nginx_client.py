@@ -9,7 +9,6 @@ import http.client
 import json
 import os
 import ssl
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +36,13 @@ class Answer:
 
     def json(self) -> dict:
         return json.loads(self.body)
+
+    def nginx_error(self, code: str) -> None:
+        """Asserts this is one of nginx's own errors in the app's JSON shape (errors.py)."""
+        assert self.headers.get("Content-Type") == "application/json", (self.status, self.body)
+        body = self.json()
+        assert body["error"] == code and body["message"], body
+        assert body["request_id"] == self.headers["X-Request-ID"], body
 
 
 def tls_context() -> ssl.SSLContext:
@@ -68,35 +74,6 @@ def get(path: str = "/hello", headers: dict | None = None) -> Answer:
         return request(conn, path, headers=headers)
     finally:
         conn.close()
-
-
-class Loop(threading.Thread):
-    """GETs through the balancer every `interval` seconds until stopped; records each outcome."""
-
-    def __init__(self, path: str = "/hello", interval: float = 0.1) -> None:
-        super().__init__(daemon=True)
-        self.path, self.interval = path, interval
-        self.outcomes: list[tuple[int | str, str | None, float]] = []
-        self._halt = threading.Event()
-
-    def run(self) -> None:
-        while not self._halt.is_set():
-            started = time.monotonic()
-            try:
-                answer = get(self.path)
-                outcome = (answer.status, answer.served_by, time.monotonic() - started)
-            except (OSError, http.client.HTTPException) as error:
-                outcome = (f"{type(error).__name__}: {error}", None, time.monotonic() - started)
-            self.outcomes.append(outcome)
-            self._halt.wait(self.interval)
-
-    def stop(self) -> None:
-        self._halt.set()
-        self.join(timeout=60)
-
-    @property
-    def failures(self) -> list:
-        return [o for o in self.outcomes if o[0] != 200]
 
 
 def wait_until_both_apps_serve(timeout: float = 120) -> set:

@@ -165,6 +165,7 @@ def test_body_size_is_limited() -> None:
     answer = request(conn, "/hello", method="POST", body=b"x" * (2 * 1024 * 1024))
     conn.close()
     assert answer.status == 413
+    answer.nginx_error("payload_too_large")
 
 
 # nginx_upstream_keepalive_timeout of the role; the scenario gives gunicorn a keep-alive of
@@ -213,6 +214,7 @@ def test_app_metrics_are_not_served_to_clients(host: testinfra.host.Host) -> Non
         answer = get(path)
         assert answer.status == 404, f"{path}: {answer.status}"
         assert answer.served_by is None, f"{path} reached {answer.served_by}"
+        answer.nginx_error("not_found")
         entry = access_log_entry(host, answer.headers["X-Request-ID"])
         assert entry["upstream_addr"] in ("", "-", None), entry
     # Only the balancer refuses it: each app machine serves it on its own port.
