@@ -300,6 +300,11 @@ class WsgiClient:
         return self.request("DELETE", path, **kwargs)
 
 
+def session_keys(redis_admin) -> set[str]:
+    """Every session key in the test Redis."""
+    return set(redis_admin.scan_iter(f"{KEY_PREFIX}:session:*"))
+
+
 def session_id_of(cookie: str) -> str:
     """The session id inside `webstack_session=<id>.<mac>`."""
     return cookie.split("=", 1)[1].split(".", 1)[0]

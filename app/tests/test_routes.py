@@ -8,13 +8,9 @@ import time
 
 import pytest
 
-from support import KEY_PREFIX, WsgiClient, free_port, parse_sse, session_id_of
+from support import KEY_PREFIX, WsgiClient, free_port, parse_sse, session_id_of, session_keys
 from webstack_app.routes import events as events_module
 from webstack_app.sessions import SessionStore
-
-
-def session_keys(redis_admin) -> set[str]:
-    return set(redis_admin.scan_iter(f"{KEY_PREFIX}:session:*"))
 
 
 def assert_json_error(result, status: int, code: str, message_part: str = "") -> dict:

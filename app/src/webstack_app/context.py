@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,6 +46,21 @@ class AppContext:
     def session_id(self) -> str | None:
         """The current request's verified session id, if it sent one; no Redis involved."""
         return self.cookie.session_id_from(request.environ.get("HTTP_COOKIE", ""))
+
+    def change_session(self, change: Callable[[SessionData], None]) -> tuple[str, SessionData]:
+        """Apply `change` to the request's session; the session id and data it now has.
+
+        A session that Redis no longer holds (expired, deleted, never made) is not revived
+        under the id the client sent: it starts under a new id, so an id someone else knows
+        (a planted cookie, a logged-out one) never becomes a live session (fixation).
+        """
+        session_id = self.session_id()
+        if session_id is not None:
+            data = self.sessions.update_existing(session_id, change)
+            if data is not None:
+                return session_id, data
+        session_id = self.cookie.new_id()
+        return session_id, self.sessions.update(session_id, change)
 
     def cookie_is_secure(self) -> bool:
         mode = self.settings.cookie_secure

@@ -18,6 +18,7 @@ import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import cast
 
 import redis
 
@@ -118,6 +119,17 @@ class SessionStore:
 
         Exceptions raised by `change` propagate and leave the stored session untouched.
         """
+        return cast(SessionData, self._update(session_id, change, create=True))  # never None
+
+    def update_existing(
+        self, session_id: str, change: Callable[[SessionData], None]
+    ) -> SessionData | None:
+        """As update(), but None (and nothing written) when there is no such session."""
+        return self._update(session_id, change, create=False)
+
+    def _update(
+        self, session_id: str, change: Callable[[SessionData], None], *, create: bool
+    ) -> SessionData | None:
         key = self.key(session_id)
         client = self._provider.client()
         for _ in range(_WRITE_ATTEMPTS):
@@ -127,6 +139,8 @@ class SessionStore:
                 try:
                     pipe.watch(key)
                     raw = pipe.get(key)
+                    if raw is None and not create:
+                        return None
                     data = SessionData() if raw is None else self._parse(session_id, raw)
                     change(data)
                     pipe.execute_command("MULTI")

@@ -6,6 +6,7 @@ from bottle import Bottle, HTTPError
 
 from webstack_app.config import Settings
 from webstack_app.context import AppContext
+from webstack_app.cross_site import refuse_cross_site_writes
 from webstack_app.errors import handle_http_error, store_unavailable_as_503
 from webstack_app.limits import limit_body
 from webstack_app.logs import configure_logging
@@ -26,6 +27,7 @@ def create_app(settings: Settings) -> RequestContext:
     configure_logging(settings.log_level)
     bottle_app = JsonErrorBottle()  # catchall is on: an exception in a route becomes a 500
     ctx = AppContext.from_settings(settings)
+    bottle_app.add_hook("before_request", refuse_cross_site_writes())
     bottle_app.add_hook("before_request", limit_body(settings.max_body_bytes))
     bottle_app.install(store_unavailable_as_503(ctx.metrics.session_store_errors))
     for routes in (app, api, health, events):

@@ -45,10 +45,9 @@ def register(app: Bottle, ctx: AppContext) -> None:
     @app.post("/api/session/notes")
     def add_note() -> dict[str, Any]:
         payload = read_json_object()
-        session_id = ctx.session_id() or ctx.cookie.new_id()
         try:
             note = validate_note(payload.get("note"))
-            data = ctx.sessions.update(session_id, lambda data: data.add_note(note))
+            session_id, data = ctx.change_session(lambda data: data.add_note(note))
         except NoteRejected as rejected:
             raise json_error(rejected.status, rejected.code, str(rejected)) from None
         ctx.remember_session(session_id)

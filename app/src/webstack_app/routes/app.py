@@ -32,20 +32,21 @@ def register(app: Bottle, ctx: AppContext) -> None:
 
     @app.get("/")
     def index() -> str:
-        session_id = ctx.session_id() or ctx.cookie.new_id()
-        data = ctx.sessions.update(session_id, _count_visit)
+        if request.method == "HEAD":
+            # bottle answers HEAD with the GET route; a HEAD changes nothing, not even a visit.
+            return page(SessionData())
+        session_id, data = ctx.change_session(_count_visit)
         ctx.remember_session(session_id)
         return page(data)
 
     @app.post("/notes")
     def add_note() -> str:
-        session_id = ctx.session_id()
         try:
             note = validate_note(request.forms.getunicode("note"))
-            session_id = session_id or ctx.cookie.new_id()
-            ctx.sessions.update(session_id, lambda data: data.add_note(note))
+            session_id, _ = ctx.change_session(lambda data: data.add_note(note))
         except NoteRejected as rejected:
-            data = ctx.sessions.load(session_id) if session_id else None
+            known = ctx.session_id()
+            data = ctx.sessions.load(known) if known else None
             response.status = rejected.status
             return page(data or SessionData(), error=str(rejected))
         ctx.remember_session(session_id)
