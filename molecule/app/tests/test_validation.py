@@ -15,6 +15,23 @@ CASES = {
         {"app_redis_key_prefix": "shop sessions"},
         "app_redis_key_prefix (shop sessions) must be 1 to 64 characters",
     ),
+    "the example vault's secret key": (
+        {"app_secret_key": "CHANGE-ME-at-least-32-random-characters"},
+        "not be the example vault's CHANGE-ME placeholder",
+    ),
+    # Each names the live release by another path: the cleanup would delete it.
+    "a rollback to a release name with a trailing slash": (
+        {"app_rollback_to": "1.0.0/"},
+        "app_rollback_to (1.0.0/) must be a release name as in releases/",
+    ),
+    "a rollback to a release name with a leading ./": (
+        {"app_rollback_to": "./1.0.0"},
+        "app_rollback_to (./1.0.0) must be a release name as in releases/",
+    ),
+    "a release name that climbs out of releases/": (
+        {"app_version": "../1.0.0"},
+        "app_version (../1.0.0) must be a release name as in releases/",
+    ),
     "a wildcard listening address": (
         {"app_bind_address": "0.0.0.0"},
         "app_bind_address (0.0.0.0) must be this machine's private IP address",
