@@ -21,6 +21,20 @@ CASES = {
         {"redis_sentinel_quorum": 4},
         "redis_sentinel_quorum (4) between 2 and the number of Sentinels (3)",
     ),
+    # Only Redis can judge ACL rules: a scratch redis-server loads the file before it goes live
+    # (a file that does not load would make every Redis abort at its next start).
+    "a typo in the app's ACL rules": (
+        {"redis_app_acl_rules": "-@all +@connection +gett"},
+        "Error in applying operation '+gett': Unknown command or category name in ACL",
+    ),
+    "a typo in an extra ACL user's rules": (
+        {
+            "redis_acl_users": [
+                {"name": "backup", "password": "a" * 24, "rules": "~* +@read +scann"}
+            ]
+        },
+        "Error in applying operation '+scann'",
+    ),
 }
 
 
@@ -31,3 +45,5 @@ def test_bad_value_fails_before_any_change(
     assert_rejected_before_any_change(
         pytestconfig, machine("redis1"), "redis1", bad_value, [message]
     )
+    # Whatever was refused, Redis still serves with the users it had.
+    assert machine("redis1").service("redis-server").is_running
