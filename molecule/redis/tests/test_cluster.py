@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -198,6 +199,25 @@ def test_runtime_settings_change_without_a_restart(
         assert _live(machine, RUNTIME_DEFAULT) == RUNTIME_DEFAULT, machine.name
         assert _persisted(machine) == RUNTIME_DEFAULT, f"{machine.name}: not in Redis's own file"
     assert _converge(pytestconfig, cluster) == dict.fromkeys(cluster.machines, 0)
+
+
+def test_no_secret_is_on_a_remote_command_line(
+    pytestconfig: pytest.Config, cluster: Cluster
+) -> None:
+    """Every command Ansible runs on a machine shows in its `ps` and in -vvv output (the SSH
+    EXEC lines, a task's `environment` included): the role's redis-cli calls take the passwords on
+    standard input instead."""
+    played = run_playbook(pytestconfig, "converge.yml", "-vvv")
+    assert played.returncode == 0, (played.stdout + played.stderr)[-4000:]
+    # "<10.78.2.11> SSH: EXEC ssh ... '/bin/sh -c '"'"'... python3 ...'"'"''", one a task;
+    # on stderr under molecule (ANSIBLE_VERBOSE_TO_STDERR), on stdout otherwise.
+    output = (played.stdout + "\n" + played.stderr).splitlines()
+    commands = [line for line in output if re.match(r"<[^>]+> (SSH: )?EXEC ", line)]
+    assert len(commands) > 50, "no remote command lines in the -vvv output"
+    secrets = next(iter(cluster.machines.values())).secrets
+    for name in ("redis_password", "redis_sentinel_password"):
+        leaked = [line[:300] for line in commands if secrets[name] in line]
+        assert not leaked, f"{name} on a remote command line:\n" + "\n".join(leaked[:3])
 
 
 @dataclass
