@@ -9,6 +9,7 @@ import http.client
 import json
 import os
 import ssl
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,6 +75,35 @@ def get(path: str = "/hello", headers: dict | None = None) -> Answer:
         return request(conn, path, headers=headers)
     finally:
         conn.close()
+
+
+class Loop(threading.Thread):
+    """GETs through the balancer every `interval` seconds until stopped; records each outcome."""
+
+    def __init__(self, path: str = "/hello", interval: float = 0.1) -> None:
+        super().__init__(daemon=True)
+        self.path, self.interval = path, interval
+        self.outcomes: list[tuple[int | str, str | None, float]] = []
+        self._halt = threading.Event()
+
+    def run(self) -> None:
+        while not self._halt.is_set():
+            started = time.monotonic()
+            try:
+                answer = get(self.path)
+                outcome = (answer.status, answer.served_by, time.monotonic() - started)
+            except (OSError, http.client.HTTPException) as error:
+                outcome = (f"{type(error).__name__}: {error}", None, time.monotonic() - started)
+            self.outcomes.append(outcome)
+            self._halt.wait(self.interval)
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.join(timeout=60)
+
+    @property
+    def failures(self) -> list:
+        return [o for o in self.outcomes if o[0] != 200]
 
 
 def wait_until_both_apps_serve(timeout: float = 120) -> set:

@@ -5,13 +5,13 @@ Each test is bounded in time and puts back what it broke.
 """
 
 import time
+from collections import Counter
 from collections.abc import Callable
 
 import pytest
 import testinfra
-from nginx_client import APPS, LB, get, wait_until_both_apps_serve
+from nginx_client import APPS, Loop, get, wait_until_both_apps_serve
 from playbooks import assert_rejected_before_any_change, run_playbook
-from traffic import Traffic
 
 testinfra_hosts = ["lb1"]
 
@@ -21,25 +21,32 @@ APP_UNITS = "webstack-app.socket webstack-app.service"
 LIVE_FILES = "/etc/nginx/nginx.conf /etc/nginx/webstack/*.conf"
 
 
+def run_while(loop: Loop, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and loop.is_alive():
+        time.sleep(0.2)
+
+
 def test_stopping_the_app_on_a_machine_fails_no_get(
     machine: Callable[[str], testinfra.host.Host],
 ) -> None:
-    """The shared traffic loop (molecule/traffic.py), run from redis1 (this scenario has no
-    client machine): one GET thread every 0.1 s, under the scenario's rate limit."""
     assert wait_until_both_apps_serve() >= set(APPS)
     app2 = machine("app2")
+    loop = Loop(interval=0.1)
+    loop.start()
     try:
-        with Traffic(machine("redis1"), f"https://{LB}", threads=1, keepalive=0) as loop:
-            stop = app2.run(f"systemctl stop {APP_UNITS}")
-            assert stop.rc == 0, stop.stderr
-            time.sleep(8)
+        run_while(loop, 2)
+        stop = app2.run(f"systemctl stop {APP_UNITS}")
+        assert stop.rc == 0, stop.stderr
+        run_while(loop, 8)
     finally:
+        loop.stop()
         app2.run(f"systemctl start {APP_UNITS}")
-    report = loop.report
-    print(f"\n{report['gets']} GETs while app2's app stopped: {report['served_by']}")
-    assert report["gets"] >= 30, report
-    assert report["get_failures"] == 0 and set(report["statuses"]) == {"200"}, report
-    assert report["served_by"].get("app1", 0) >= 30, report
+    served = Counter(o[1] for o in loop.outcomes)
+    print(f"\n{len(loop.outcomes)} GETs while app2's app stopped: {dict(served)}")
+    assert len(loop.outcomes) >= 30
+    assert not loop.failures, loop.failures
+    assert loop.outcomes[-1][1] == "app1"
     assert wait_until_both_apps_serve() >= set(APPS)
 
 
